@@ -1,0 +1,166 @@
+"""The command line: nnxplain compile | analyze | methods | support."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from .compiler import NEURON_INPUT, SELECTION_MODES, compile, resolve_methods
+from .errors import NnxplainError
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except NnxplainError as exc:
+        print(f"nnxplain: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug of ours: one line, and the traceback only on request
+        if os.environ.get("NNXPLAIN_DEBUG"):
+            raise
+        print(f"nnxplain: internal error: {type(exc).__name__}: {exc} (set NNXPLAIN_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnxplain", description="Compile ONNX models into ONNX explainers.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def common(p, several=True):
+        p.add_argument("model", help="the ONNX model to explain")
+        p.add_argument("--method", "-m", action="append", default=[], required=False,
+                       help="a method name (see `nnxplain methods`)" + ("; repeat for several" if several else ""))
+        p.add_argument("--rules", action="append", default=[], metavar="FILE.toml", help="a method file of your own")
+        p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                       help="a method parameter, `key=value` or `method.key=value`")
+        p.add_argument("--neuron-selection", choices=SELECTION_MODES, default="max_activation",
+                       help="which output neuron to explain (default: max_activation)")
+        p.add_argument("--output-name", help="the model output to explain (default: the first)")
+        p.add_argument("--keep-softmax", action="store_true", help="explain the softmax output instead of the scores")
+
+    p = sub.add_parser("compile", help="write an explainer ONNX model")
+    common(p)
+    p.add_argument("-o", "--out", required=True, help="the explainer .onnx to write")
+    p.set_defaults(run=_compile)
+
+    p = sub.add_parser("analyze", help="compile and run: explain the inputs in a .npy file")
+    common(p, several=False)
+    p.add_argument("--input", "-i", required=True, help="input batch (.npy)")
+    p.add_argument("--neuron", type=int, action="append", help="output index to explain (with --neuron-selection index)")
+    p.add_argument("-o", "--out", required=True, help="where to write the explanation (.npy)")
+    p.set_defaults(run=_analyze)
+
+    p = sub.add_parser("methods", help="list the built-in methods")
+    p.set_defaults(run=_methods)
+
+    p = sub.add_parser("support", help="which nodes and methods a model supports")
+    p.add_argument("model")
+    p.add_argument("--method", "-m", action="append", default=[], help="methods to check (default: all)")
+    p.set_defaults(run=_support)
+    return parser
+
+
+def _params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise NnxplainError(f"--param '{pair}' is not of the form key=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _methods_of(args) -> list:
+    methods = list(args.method) + list(args.rules)
+    if not methods:
+        raise NnxplainError("give at least one --method (see `nnxplain methods`) or --rules FILE")
+    return methods
+
+
+def _compile_args(args):
+    return compile(args.model, _methods_of(args), neuron_selection=args.neuron_selection,
+                   params=_params(args.param), output=args.output_name, keep_softmax=args.keep_softmax)
+
+
+def _compile(args):
+    from .runtime import write_atomic
+    model = _compile_args(args)
+    write_atomic(args.out, model.SerializeToString())
+    outputs = ", ".join(o.name for o in model.graph.output)
+    print(f"wrote {args.out} (outputs: {outputs})")
+
+
+def _analyze(args):
+    from .runtime import check_feed, session, write_atomic
+    if len(_methods_of(args)) != 1:
+        raise NnxplainError("analyze takes exactly one method")
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise NnxplainError(f"{args.input}: not a readable .npy file ({exc})") from None
+    model = _compile_args(args)
+    sess = session(model)
+    inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT]
+    if len(inputs) != 1:
+        raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
+    feeds = {inputs[0].name: check_feed(inputs[0], x)}
+    if args.neuron_selection == "index":
+        if not args.neuron:
+            raise NnxplainError("--neuron-selection index needs --neuron N")
+        neurons = args.neuron if len(args.neuron) > 1 else args.neuron * len(x)
+        if len(neurons) != len(x):
+            raise NnxplainError(f"--neuron given {len(neurons)} times for a batch of {len(x)}")
+        feeds[NEURON_INPUT] = np.asarray(neurons, np.int64)
+    elif args.neuron:
+        raise NnxplainError("--neuron needs --neuron-selection index")
+    name = model.graph.output[-1].name
+    result = sess.run([name], feeds)[0]
+    if not args.out.endswith(".npy"):
+        raise NnxplainError(f"-o {args.out}: analyze writes .npy files")
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, result)
+    write_atomic(args.out, buffer.getvalue())
+    print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
+
+
+def _methods(args):
+    from .methods import available, load_method
+    for name in available():
+        method = load_method(name)
+        params = ", ".join(f"{k}={v}" for k, v in method.params.items())
+        print(f"{name:<24} {method.description}" + (f" [{params}]" if params else ""))
+
+
+def _support(args):
+    import onnx_graphsurgeon as gs
+
+    from .canonicalize import canonicalize
+    from .load import load
+    from .methods import available
+    from .ops import VJP
+
+    model = canonicalize(load(args.model))
+    graph = gs.import_onnx(model)
+    names = args.method or available()
+    resolve_methods(names, {})  # unknown names fail here, before the table
+    print("nodes (after canonicalization):")
+    for node in graph.nodes:
+        print(f"  {node.name or '(unnamed)':<40} {node.op:<20} {'ok' if node.op in VJP else 'NO ADAPTER'}")
+    print("methods:")
+    failures = 0
+    for name in names:
+        try:
+            compile(model, [name])
+            print(f"  {name:<24} applicable")
+        except NnxplainError as exc:
+            failures += 1
+            print(f"  {name:<24} not applicable: {exc}")
+    return 1 if failures == len(names) else 0

@@ -1,0 +1,158 @@
+"""compile(): model -> canonical model -> forward graph + one backward pass per method -> ONNX model."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .backward import propagate
+from .canonicalize import canonicalize
+from .emitter import FLOAT, Emitter
+from .errors import NnxplainError, UnsupportedError
+from .load import IR_VERSION, load
+from .methods import Method, load_method
+
+SELECTION_MODES = ("max_activation", "index", "all")
+NEURON_INPUT = "neuron"
+
+
+def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selection: str = "max_activation",
+            params: dict | None = None, output: str | None = None, keep_softmax: bool = False) -> onnx.ModelProto:
+    """Compile an explainer: the model's own outputs plus one output per method, named as the method.
+
+    methods: names of built-in methods, paths of method files, or Method objects.
+    params: {"key": value} for every method that has the parameter, or {"method.key": value} for one.
+    neuron_selection: "max_activation" (each sample's largest output), "index" (adds an int64 input
+    `neuron` of shape [batch]) or "all" (the sum of all outputs).
+    output: which model output to explain (default: the first).
+    """
+    if neuron_selection not in SELECTION_MODES:
+        raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
+    resolved = resolve_methods(methods, params or {})
+    graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax))
+    graph.toposort()
+    inputs = explained_inputs(graph)
+    y = explained_output(graph, output)
+
+    e = Emitter(graph)
+    mask = selection_mask(e, y, neuron_selection)
+    seed_value = e.Mul(mask, y)
+    results = []
+    for method in resolved:
+        for x, relevance in explain(e, method, inputs, y, {"one": mask, "value": seed_value}[method.start]):
+            name = method.name if len(inputs) == 1 else f"{method.name}/{x.name}"
+            results.append((name, x, relevance))
+    for name, x, relevance in results:
+        if name in e._taken:
+            name = f"{name}_explanation"
+        out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
+        graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
+        graph.outputs.append(out)
+    return export(graph)
+
+
+def resolve_methods(methods, params: dict) -> list[Method]:
+    if isinstance(methods, (str, os.PathLike, Method)):
+        methods = [methods]
+    if not methods:
+        raise NnxplainError("no method given")
+    resolved = [m if isinstance(m, Method) else load_method(m) for m in methods]
+    names = [m.name for m in resolved]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise NnxplainError(f"method '{duplicate}' is given twice")
+    used = set()
+    out = []
+    for method in resolved:
+        mine = {}
+        for key, value in params.items():
+            scope, _, name = key.rpartition(".") if key.startswith(method.name + ".") else ("", "", key)
+            if (scope == method.name or not scope) and name in method.params:
+                mine[name] = value
+                used.add(key)
+        out.append(method.with_params(mine))
+    unused = [k for k in params if k not in used]
+    if unused:
+        raise NnxplainError(f"parameter '{unused[0]}' belongs to none of the methods "
+                            f"({'; '.join(f'{m.name}: ' + (', '.join(sorted(m.params)) or 'none') for m in resolved)})")
+    return out
+
+
+def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
+    inputs = [t for t in graph.inputs if t.dtype is not None and np.dtype(t.dtype).kind == "f"]
+    if not inputs:
+        raise UnsupportedError("the model has no float input to explain")
+    for t in inputs:
+        if np.dtype(t.dtype) != FLOAT:
+            raise UnsupportedError(f"input '{t.name}' is {np.dtype(t.dtype).name}; only float32 models are supported")
+    return inputs
+
+
+def explained_output(graph: gs.Graph, name: str | None) -> gs.Variable:
+    if name is None:
+        return graph.outputs[0]
+    for t in graph.outputs:
+        if t.name == name:
+            return t
+    raise NnxplainError(f"the model has no output '{name}' (outputs: {', '.join(t.name for t in graph.outputs)})")
+
+
+def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> gs.Tensor:
+    """1 at the selected output neuron of each sample, 0 elsewhere, shaped like y."""
+    if mode == "all":
+        return e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT))
+    scores = e.Flatten(y, axis=1)
+    if mode == "max_activation":
+        index = e.ArgMax(scores, axis=1, keepdims=0)
+    else:
+        neuron = gs.Variable(NEURON_INPUT, dtype=np.int64, shape=[(y.shape or ["batch"])[0]])
+        e.graph.inputs.append(neuron)
+        index = neuron
+    depth = e.Gather(e.Shape(scores), e.ints([1]), axis=0)
+    onehot = e.OneHot(index, depth, e.const(np.array([0, 1], FLOAT)), axis=-1)
+    return e.reshape_like(onehot, y)
+
+
+def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, seed: gs.Tensor) -> list:
+    """(input, the method's explanation tensor for it) for each input."""
+    if method.kind == "input":
+        return [(x, e.Identity(x)) for x in inputs]
+    if method.kind == "random":
+        return [(x, e.RandomNormalLike(x, scale=float(method.params.get("stddev", 1.0)),
+                                       seed=float(method.params.get("seed", 0)))) for x in inputs]
+
+    def rule_for(node):
+        _, rule, rule_params = method.rule_for(node)
+        return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params)
+
+    relevance = propagate(e, {y.name: seed}, inputs, rule_for)
+    out = []
+    for x in inputs:
+        r = relevance[x.name]
+        r = e.zeros_like(x) if r is None else r
+        if method.times_input:
+            r = e.Mul(r, x)
+        post = method.params.get("postprocess", "none")
+        if post == "abs":
+            r = e.Abs(r)
+        elif post == "square":
+            r = e.Mul(r, r)
+        out.append((x, r))
+    return out
+
+
+def export(graph: gs.Graph) -> onnx.ModelProto:
+    opset = graph.opset
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(graph)
+    model.ir_version = IR_VERSION
+    del model.opset_import[:]
+    model.opset_import.append(onnx.helper.make_opsetid("", opset))
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # a bug of ours, not the user's: say so plainly
+        raise NnxplainError(f"internal error: the emitted graph does not check: {exc}") from exc
+    return model

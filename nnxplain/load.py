@@ -1,0 +1,72 @@
+"""Load an ONNX model and make sure it is one we can work with, failing with one clear message."""
+from __future__ import annotations
+
+import os
+
+import onnx
+from onnx import version_converter
+
+from .errors import NnxplainError, UnsupportedError
+
+# Opsets we accept from users. Models below EMIT_OPSET are converted up to it: the backward graph
+# uses ScatterElements(reduction="add") (opset 16) and input-style axes (opset 13).
+MIN_OPSET, MAX_OPSET = 11, 21
+EMIT_OPSET = 17
+# ONNX Runtime 1.31 loads IR <= 13; opset 17..21 needs IR >= 8.
+IR_VERSION = 10
+
+
+def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Read, check, convert to a usable opset and shape-infer a model (path or ModelProto)."""
+    if isinstance(model, onnx.ModelProto):
+        proto, where = model, "model"
+    else:
+        where = os.fspath(model)
+        if not os.path.isfile(where):
+            raise NnxplainError(f"{where}: no such file")
+        try:
+            proto = onnx.load(where)  # external data is read from beside the file
+        except Exception as exc:  # protobuf's DecodeError, a missing .data file, ...
+            raise NnxplainError(f"{where}: not a readable ONNX model ({_first_line(exc)})") from None
+    if not proto.graph.node:
+        raise NnxplainError(f"{where}: the model has no nodes")
+
+    opset = _default_opset(proto, where)
+    foreign = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    if foreign:
+        node = next(n for n in proto.graph.node if n.domain in foreign)
+        raise UnsupportedError(
+            f"{where}: node '{node.name}' uses op {node.op_type} from domain '{node.domain}'; "
+            "only the default ONNX domain is supported")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise NnxplainError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
+
+    if opset < EMIT_OPSET:
+        try:
+            proto = version_converter.convert_version(proto, EMIT_OPSET)
+        except Exception as exc:
+            raise NnxplainError(
+                f"{where}: could not convert opset {opset} to {EMIT_OPSET}: {_first_line(exc)}") from None
+    proto.ir_version = min(proto.ir_version, IR_VERSION) if opset >= EMIT_OPSET else IR_VERSION
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise NnxplainError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+
+
+def _default_opset(proto: onnx.ModelProto, where: str) -> int:
+    versions = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
+        raise NnxplainError(f"{where}: the model imports no default-domain opset")
+    opset = versions[0]
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise NnxplainError(f"{where}: opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET})")
+    return opset
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if len(lines) == 1 else " ".join(lines[:3])

@@ -1,0 +1,50 @@
+"""AveragePool and GlobalAveragePool: each output's gradient is spread evenly over its window."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..emitter import FLOAT, static_dims
+from .conv import transpose_pads
+from . import vjp
+
+
+def window_sizes(size, out, k, s, pb, pe, count_include_pad):
+    """The divisor of each output position along one axis (ONNX Runtime's and torch's convention)."""
+    start = np.arange(out) * s - pb
+    end = np.minimum(start + k, size + pe)
+    if count_include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+@vjp("AveragePool")
+def average_pool(e, node, dy):
+    x, y = node.inputs[0], node.outputs[0]
+    kernel = node.attrs["kernel_shape"]
+    n = len(kernel)
+    if any(d != 1 for d in node.attrs.get("dilations", [1] * n)):
+        raise ValueError("AveragePool with dilations has no adapter yet")
+    strides = node.attrs.get("strides", [1] * n)
+    pads = node.attrs.get("pads", [0] * 2 * n)
+    channels, *in_dims = static_dims(x, "AveragePool's gradient", 1)
+    out_dims = static_dims(y, "AveragePool's gradient", 2)
+    inverse = np.ones([1, 1] + out_dims, FLOAT)
+    for axis, (size, out, k, s) in enumerate(zip(in_dims, out_dims, kernel, strides)):
+        counts = window_sizes(size, out, k, s, pads[axis], pads[n + axis], node.attrs.get("count_include_pad", 0))
+        inverse = inverse / counts.reshape([-1] + [1] * (n - 1 - axis)).astype(FLOAT)
+    begin, end, extra = transpose_pads(in_dims, out_dims, kernel, strides, [1] * n, pads[:n])
+    ones = np.ones([channels, 1] + list(kernel), FLOAT)
+    return [e.ConvTranspose(e.Mul(dy, e.const(inverse)), e.const(ones), strides=strides, pads=begin + end,
+                            output_padding=extra, group=channels)]
+
+
+@vjp("GlobalAveragePool")
+def global_average_pool(e, node, dy):
+    x, y = node.inputs[0], node.outputs[0]
+    return [spread_mean(e, dy, x, y)]
+
+
+def spread_mean(e, dy, x, y):
+    """Gradient of a mean: dy broadcast over the reduced elements, divided by their number."""
+    count = e.Cast(e.Div(e.Size(x), e.Size(y)), to=1)  # 1 = FLOAT
+    return e.Div(e.Expand(dy, e.shape_of(x)), count)

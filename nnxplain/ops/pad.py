@@ -1,0 +1,31 @@
+"""Pad (constant mode): the gradient is the padded gradient cropped back; negative pads (crops) pad it back."""
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from ..emitter import shape
+from . import vjp
+
+
+@vjp("Pad")
+def pad(e, node, dy):
+    x = node.inputs[0]
+    mode = node.attrs.get("mode", "constant")
+    if mode != "constant":
+        raise ValueError(f"Pad mode '{mode}' has no adapter (only 'constant')")
+    rank = len(shape(x))
+    pads_t = node.inputs[1] if len(node.inputs) > 1 else None
+    if pads_t is None or not isinstance(pads_t, gs.Constant):
+        raise ValueError("Pad with pads computed at run time is not supported")
+    pads = [int(p) for p in pads_t.values.reshape(-1)]
+    axes = list(range(rank))
+    if len(node.inputs) > 3 and node.inputs[3].name:
+        axes = [int(a) % rank for a in node.inputs[3].values.reshape(-1)]
+    full = [0] * 2 * rank
+    for i, axis in enumerate(axes):
+        full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+    if any(p < 0 for p in full):  # the forward cropped there: give those positions zero gradient
+        dy = e.Pad(dy, e.ints([max(-p, 0) for p in full]))
+    starts = [max(p, 0) for p in full[:rank]]
+    ends = [-p if p > 0 else 2 ** 62 for p in full[rank:]]  # counted from the end: exact for dynamic dims
+    return [e.Slice(dy, e.ints(starts), e.ints(ends), e.ints(list(range(rank))))] + [None] * (len(node.inputs) - 1)

@@ -1,0 +1,1 @@
+"""The built-in method definitions (TOML), installed as package data of nnxplain."""
