@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from .errors import UnsupportedError
 from .load import IR_VERSION
 
-gs.logger.G_LOGGER.module_severity = gs.logger.G_LOGGER.ERROR
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # graphsurgeon warns about optional extras
 
 
 def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False) -> onnx.ModelProto:
@@ -155,8 +155,9 @@ def _fold_into(graph, producer, x, bn, scale, shift) -> bool:
             producer.attrs = {}
         producer.attrs["beta"] = 1.0
     new_b = np.broadcast_to(bias, (channels,)) * scale + shift
-    _set(producer.inputs, [producer.inputs[0], gs.Constant(w.name + "_bnfolded", new_w.astype(np.float32)),
-                           gs.Constant(producer.name + "_bnfolded_bias", new_b.astype(np.float32))])
+    base = bn.outputs[0].name  # tensor names are unique; node names may be empty
+    _set(producer.inputs, [producer.inputs[0], gs.Constant(base + "_folded_weight", new_w.astype(np.float32)),
+                           gs.Constant(base + "_folded_bias", new_b.astype(np.float32))])
     _set(producer.outputs, [bn.outputs[0]])
     bn.outputs.clear()
     return True
@@ -167,9 +168,12 @@ def _to_affine(graph, bn, scale, shift):
     if rank < 2:
         raise UnsupportedError(f"node '{bn.name}' (BatchNormalization): the input's rank is unknown")
     shape = [-1] + [1] * (rank - 2)
-    scaled = gs.Variable(bn.name + "_scaled", dtype=np.float32)
-    mul = gs.Node("Mul", bn.name + "_scale", inputs=[bn.inputs[0], gs.Constant(bn.name + "_scale_c", scale.reshape(shape).astype(np.float32))], outputs=[scaled])
-    add = gs.Node("Add", bn.name + "_shift", inputs=[scaled, gs.Constant(bn.name + "_shift_c", shift.reshape(shape).astype(np.float32))], outputs=[bn.outputs[0]])
+    base = bn.outputs[0].name
+    scaled = gs.Variable(base + "_scaled", dtype=np.float32)
+    mul = gs.Node("Mul", base + "_scale", inputs=[bn.inputs[0], gs.Constant(base + "_scale", scale.reshape(shape).astype(np.float32))],
+                  outputs=[scaled])
+    add = gs.Node("Add", base + "_shift", inputs=[scaled, gs.Constant(base + "_shift", shift.reshape(shape).astype(np.float32))],
+                  outputs=[bn.outputs[0]])
     bn.outputs.clear()
     graph.nodes.extend([mul, add])
 
@@ -189,7 +193,7 @@ def matmul_add_to_gemm(graph: gs.Graph):
         if not isinstance(b, gs.Constant) or b.values.size != n_out or b.values.ndim > 2:
             continue
         mm.op = "Gemm"
-        _set(mm.inputs, [x, w, gs.Constant(add.name + "_bias", b.values.reshape(n_out).astype(np.float32))])
+        _set(mm.inputs, [x, w, gs.Constant(add.outputs[0].name + "_bias", b.values.reshape(n_out).astype(np.float32))])
         _set(mm.outputs, [add.outputs[0]])
         add.outputs.clear()
 

@@ -19,11 +19,14 @@ IR_VERSION = 10
 def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     """Read, check, convert to a usable opset and shape-infer a model (path or ModelProto)."""
     if isinstance(model, onnx.ModelProto):
-        proto, where = model, "model"
+        proto, where = onnx.ModelProto(), "model"
+        proto.CopyFrom(model)  # never modify the caller's model
     else:
         where = os.fspath(model)
         if not os.path.isfile(where):
             raise NnxplainError(f"{where}: no such file")
+        if os.path.getsize(where) == 0:
+            raise NnxplainError(f"{where}: the file is empty, not an ONNX model")
         try:
             proto = onnx.load(where)  # external data is read from beside the file
         except Exception as exc:  # protobuf's DecodeError, a missing .data file, ...
@@ -38,6 +41,7 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         raise UnsupportedError(
             f"{where}: node '{node.name}' uses op {node.op_type} from domain '{node.domain}'; "
             "only the default ONNX domain is supported")
+    _fill_output_shapes(proto)
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
@@ -54,6 +58,22 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise NnxplainError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+
+
+def _fill_output_shapes(proto: onnx.ModelProto):
+    """onnx >= 1.23's checker rejects outputs declared without a shape, which older exporters write:
+    take the shape that inference finds for them (the checker then judges the rest)."""
+    missing = [o for o in proto.graph.output if not o.type.tensor_type.HasField("shape")]
+    if not missing:
+        return
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        return  # the checker will say what is wrong
+    known = {v.name: v.type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for out in missing:
+        if out.name in known and known[out.name].tensor_type.HasField("shape"):
+            out.type.CopyFrom(known[out.name])
 
 
 def _default_opset(proto: onnx.ModelProto, where: str) -> int:
