@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="compile and run: explain the inputs in a .npy file")
     common(p, several=False)
-    p.add_argument("--input", "-i", required=True, help="input batch (.npy)")
+    p.add_argument("--input", "-i", required=True, help="input batch (.npy, or .npz with an array 'x')")
     p.add_argument("--neuron", type=int, action="append", help="output index to explain (with --neuron-selection index)")
     p.add_argument("-o", "--out", required=True, help="where to write the explanation (.npy)")
     p.set_defaults(run=_analyze)
@@ -101,10 +101,7 @@ def _analyze(args):
     from .runtime import check_feed, session, write_atomic
     if len(_methods_of(args)) != 1:
         raise NnxplainError("analyze takes exactly one method")
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise NnxplainError(f"{args.input}: not a readable .npy file ({exc})") from None
+    x = load_array(args.input)
     model = _compile_args(args)
     sess = session(model)
     inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT]
@@ -129,6 +126,22 @@ def _analyze(args):
     np.save(buffer, result)
     write_atomic(args.out, buffer.getvalue())
     print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
+
+
+def load_array(path: str) -> np.ndarray:
+    """A batch from .npy, or from .npz (the array `x`, or its only array)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise NnxplainError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+    if isinstance(data, np.ndarray):
+        return data
+    keys = list(data.keys())
+    if "x" in keys:
+        return data["x"]
+    if len(keys) == 1:
+        return data[keys[0]]
+    raise NnxplainError(f"{path}: holds arrays {', '.join(keys)}; name the input array 'x'")
 
 
 def _methods(args):
