@@ -108,6 +108,7 @@ def test_analyze_writes_the_explanation(tmp_path):
     assert result.returncode == 0, result.stderr
     expected = nnxplain.create_analyzer("gradient", LENET).analyze(x)
     assert np.array_equal(np.load(tmp_path / "r.npy"), expected)
+    assert (tmp_path / "r.npy").stat().st_mode & 0o044, "readable by others, as a plainly written file"
 
 
 def test_float64_data_is_accepted_as_float32():
