@@ -155,25 +155,41 @@ def _methods(args):
 def _support(args):
     import onnx_graphsurgeon as gs
 
+    from .backward import depends_on
     from .canonicalize import canonicalize
+    from .compiler import explained_inputs
     from .load import load
     from .methods import available
-    from .ops import VJP
 
     model = canonicalize(load(args.model))
     graph = gs.import_onnx(model)
-    names = args.method or available()
-    resolve_methods(names, {})  # unknown names fail here, before the table
-    print("nodes (after canonicalization):")
+    methods = resolve_methods(args.method or available(), {})
+    live = depends_on(graph, explained_inputs(graph))
+    backward = [m for m in methods if m.kind == "backward"]
+    width = max([len(n.name or "") for n in graph.nodes] + [10])
+    print("rule each method applies at each node (after canonicalization); NO: it cannot")
+    print(f"  {'node':<{width}} {'op':<18} " + " ".join(f"{m.name:<16}" for m in backward))
     for node in graph.nodes:
-        print(f"  {node.name or '(unnamed)':<40} {node.op:<20} {'ok' if node.op in VJP else 'NO ADAPTER'}")
+        cells = [_support_cell(m, node, live) for m in backward]
+        print(f"  {node.name or '(unnamed)':<{width}} {node.op:<18} " + " ".join(f"{c:<16}" for c in cells))
     print("methods:")
     failures = 0
-    for name in names:
+    for method in methods:
         try:
-            compile(model, [name])
-            print(f"  {name:<24} applicable")
+            compile(model, [method])
+            print(f"  {method.name:<24} applicable")
         except NnxplainError as exc:
             failures += 1
-            print(f"  {name:<24} not applicable: {exc}")
-    return 1 if failures == len(names) else 0
+            print(f"  {method.name:<24} not applicable: {exc}")
+    return 1 if failures == len(methods) else 0
+
+
+def _support_cell(method, node, live) -> str:
+    from .ops import VJP
+    if not any(t.name in live for t in node.inputs):
+        return "-"  # not between the input and the output: no backward needed
+    try:
+        name, rule, _ = method.rule_for(node)
+    except NnxplainError:
+        return "NO (rule)"
+    return name if name != "gradient" or node.op in VJP else "NO ADAPTER"

@@ -123,7 +123,12 @@ def test_cli_methods_and_support(tmp_path):
     names = [line.split()[0] for line in listed.stdout.splitlines()]
     assert {"gradient", "input_t_gradient", "deconvnet", "guided_backprop", "input", "random"} <= set(names)
     support = cli("support", LENET)
-    assert support.returncode == 0 and "Conv" in support.stdout and "guided_backprop" in support.stdout
+    assert support.returncode == 0 and "Conv" in support.stdout
+    lines = support.stdout.splitlines()
+    header = next(line.split() for line in lines if line.split()[:2] == ["node", "op"])
+    relu_rows = [dict(zip(header, line.split())) for line in lines if " Relu " in line]
+    assert relu_rows and all(row["guided_backprop"] == "guided_backprop" and row["gradient"] == "gradient"
+                             for row in relu_rows), "ReLUs get the method's rule, every other node its gradient"
     onnx.save(tiny_model("Erf"), tmp_path / "erf.onnx")
     unsupported = cli("support", tmp_path / "erf.onnx", "-m", "gradient")
     assert "NO ADAPTER" in unsupported.stdout and "not applicable" in unsupported.stdout
