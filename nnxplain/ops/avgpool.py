@@ -17,9 +17,18 @@ def window_sizes(size, out, k, s, pb, pe, count_include_pad):
     return np.minimum(end, size) - np.maximum(start, 0)
 
 
+def output_size(size, k, s, pb, pe, ceil_mode):
+    """Output length along one axis as ONNX Runtime computes it (torch's ceil_mode convention)."""
+    reach = size + pb + pe - k
+    out = (-(-reach // s) if ceil_mode else reach // s) + 1
+    if ceil_mode and (out - 1) * s >= size + pb:
+        out -= 1
+    return out
+
+
 @vjp("AveragePool")
 def average_pool(e, node, dy):
-    x, y = node.inputs[0], node.outputs[0]
+    x = node.inputs[0]
     kernel = node.attrs["kernel_shape"]
     n = len(kernel)
     if any(d != 1 for d in node.attrs.get("dilations", [1] * n)):
@@ -27,7 +36,11 @@ def average_pool(e, node, dy):
     strides = node.attrs.get("strides", [1] * n)
     pads = node.attrs.get("pads", [0] * 2 * n)
     channels, *in_dims = static_dims(x, "AveragePool's gradient", 1)
-    out_dims = static_dims(y, "AveragePool's gradient", 2)
+    # The output size comes from the attributes, not from y's inferred shape: with ceil_mode, a last
+    # window that would start in the end padding is dropped by ONNX Runtime (and torch) but counted
+    # by ONNX shape inference for opsets up to 21, so y's static shape can be one too large per axis.
+    out_dims = [output_size(size, k, s, pads[a], pads[n + a], node.attrs.get("ceil_mode", 0))
+                for a, (size, k, s) in enumerate(zip(in_dims, kernel, strides))]
     inverse = np.ones([1, 1] + out_dims, FLOAT)
     for axis, (size, out, k, s) in enumerate(zip(in_dims, out_dims, kernel, strides)):
         counts = window_sizes(size, out, k, s, pads[axis], pads[n + axis], node.attrs.get("count_include_pad", 0))
