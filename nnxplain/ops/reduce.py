@@ -31,19 +31,14 @@ def _keepdims_grad(e, node, dy):
     return dy
 
 
-@vjp("ReduceMean")
-def reduce_mean(e, node, dy):
-    x = node.inputs[0]
-    g = _keepdims_grad(e, node, dy)
-    if g is None:
-        return [dy, None]
-    return [spread_mean(e, g, x, node.outputs[0]), None][:len(node.inputs)]
+def _reduction(spread):
+    """The adapter of a reduction whose gradient, with the reduced axes kept, is spread(e, g, x, y)."""
+    def reduction_vjp(e, node, dy):
+        g = _keepdims_grad(e, node, dy)
+        dx = dy if g is None else spread(e, g, node.inputs[0], node.outputs[0])
+        return [dx] + [None] * (len(node.inputs) - 1)
+    return reduction_vjp
 
 
-@vjp("ReduceSum")
-def reduce_sum(e, node, dy):
-    x = node.inputs[0]
-    g = _keepdims_grad(e, node, dy)
-    if g is None:
-        return [dy, None]
-    return [e.Expand(g, e.shape_of(x)), None][:len(node.inputs)]
+vjp("ReduceMean")(_reduction(spread_mean))
+vjp("ReduceSum")(_reduction(lambda e, g, x, y: e.Expand(g, e.shape_of(x))))
