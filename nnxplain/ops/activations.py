@@ -7,8 +7,8 @@ from . import vjp
 
 @vjp("Relu")
 def relu(e, node, dy):
-    x = node.inputs[0]
-    return [e.Where(e.Greater(x, 0.0), dy, 0.0)]
+    y = node.outputs[0]  # relu(x) > 0 exactly where x > 0; reading y lets ONNX Runtime fuse Conv + Relu
+    return [e.Where(e.Greater(y, 0.0), dy, 0.0)]
 
 
 @vjp("LeakyRelu")

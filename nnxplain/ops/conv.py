@@ -1,5 +1,14 @@
-"""Conv (any rank, strides, pads, dilations, groups): the transpose is ConvTranspose on the same weight."""
+"""Conv (any rank, strides, pads, dilations, groups).
+
+The transpose (input gradient) of a stride-1 Conv is itself a Conv: of dy with the weight's in/out
+channels swapped (per group) and its taps flipped, padded by (k - 1) * d - pads. ONNX Runtime runs
+that through its fast (NCHWc) Conv kernels, where ConvTranspose is a GEMM plus col2im. Strided
+Convs, and pads larger than the dilated kernel, use ConvTranspose on the same weight.
+"""
 from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
 
 from ..emitter import static_dims
 from . import Linear, linear, vjp
@@ -16,12 +25,30 @@ def transpose(e, node, dy, w):
     strides = node.attrs.get("strides", [1] * n)
     dilations = node.attrs.get("dilations", [1] * n)
     pads = node.attrs.get("pads", [0] * 2 * n)
+    group = node.attrs.get("group", 1)
     if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise ValueError("auto_pad SAME_* should have been made explicit by canonicalize")
+    if all(s == 1 for s in strides):
+        conv_pads = [(k - 1) * d - p for k, d, p in zip(kernel * 2, dilations * 2, pads)]
+        if min(conv_pads) >= 0:
+            return e.Conv(dy, flipped_transpose(e, w, group, n), pads=conv_pads, dilations=dilations, group=group)
     begin, end, extra = transpose_pads(static_dims(x, "Conv's transpose", 2), static_dims(y, "Conv's transpose", 2),
                                        kernel, strides, dilations, pads[:n])
     return e.ConvTranspose(dy, w, strides=strides, dilations=dilations, pads=begin + end,
-                           output_padding=extra, group=node.attrs.get("group", 1))
+                           output_padding=extra, group=group)
+
+
+def flipped_transpose(e, w, group: int, n: int):
+    """[C_out, C_in/g, *k] -> [C_in, C_out/g, *k] per group, taps reversed on every spatial axis:
+    the weight whose stride-1 Conv is the adjoint of w's. A constant when w is one."""
+    cout, cin_g, *k = static_dims(w, "Conv's transpose")
+    if isinstance(w, gs.Constant):
+        t = w.values.reshape(group, cout // group, cin_g, *k).swapaxes(1, 2).reshape(group * cin_g, cout // group, *k)
+        return e.const(np.flip(t, axis=tuple(range(2, 2 + n))))
+    t = e.Reshape(w, e.ints([group, cout // group, cin_g, *k]))
+    t = e.Reshape(e.Transpose(t, perm=[0, 2, 1, *range(3, 3 + n)]), e.ints([group * cin_g, cout // group, *k]))
+    lowest = np.iinfo(np.int64).min
+    return e.Slice(t, e.ints([-1] * n), e.ints([lowest] * n), e.ints(range(2, 2 + n)), e.ints([-1] * n))
 
 
 def transpose_pads(in_dims, out_dims, kernel, strides, dilations, pads_begin):
