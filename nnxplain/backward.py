@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from .emitter import Emitter
@@ -28,7 +29,6 @@ def depends_on(graph: gs.Graph, sources: list[gs.Tensor]) -> set[str]:
 
 def _is_float(dtype) -> bool:
     try:
-        import numpy as np
         return np.dtype(dtype).name in FLOAT_TYPES
     except TypeError:
         return True

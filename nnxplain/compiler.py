@@ -39,17 +39,12 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
     seed_value = e.Mul(mask, y)
-    results = []
     for method in resolved:
         for x, relevance in explain(e, method, inputs, y, {"one": mask, "value": seed_value}[method.start]):
-            name = method.name if len(inputs) == 1 else f"{method.name}/{x.name}"
-            results.append((name, x, relevance))
-    for name, x, relevance in results:
-        if name in e._taken:
-            name = f"{name}_explanation"
-        out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
-        graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
-        graph.outputs.append(out)
+            name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
+            out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
+            graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
+            graph.outputs.append(out)
     return export(graph)
 
 

@@ -28,6 +28,13 @@ class Emitter:
                 self._taken.add(name)
                 return name
 
+    def claim(self, name: str, fallback_suffix: str) -> str:
+        """Reserve `name` for a new tensor, or `name + fallback_suffix` if the model already uses it."""
+        if name in self._taken:
+            name += fallback_suffix
+        self._taken.add(name)
+        return name
+
     def op(self, op_type: str, *inputs, outputs: int = 1, **attrs):
         """Append one node; return its output (or the list of its outputs when outputs > 1)."""
         ins = [self.tensor(i) for i in inputs]
