@@ -9,6 +9,7 @@ import numpy as np
 
 from .compiler import NEURON_INPUT, SELECTION_MODES, compile, resolve_methods
 from .errors import NnxplainError
+from .runtime import load_array
 
 
 def main(argv=None) -> int:
@@ -126,22 +127,6 @@ def _analyze(args):
     np.save(buffer, result)
     write_atomic(args.out, buffer.getvalue())
     print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
-
-
-def load_array(path: str) -> np.ndarray:
-    """A batch from .npy, or from .npz (the array `x`, or its only array)."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise NnxplainError(f"{path}: not a readable .npy/.npz file ({exc})") from None
-    if isinstance(data, np.ndarray):
-        return data
-    keys = list(data.keys())
-    if "x" in keys:
-        return data["x"]
-    if len(keys) == 1:
-        return data[keys[0]]
-    raise NnxplainError(f"{path}: holds arrays {', '.join(keys)}; name the input array 'x'")
 
 
 def _methods(args):

@@ -34,19 +34,21 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor
               "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-def check_feed(meta, array) -> np.ndarray:
-    """`array` converted for input `meta` (an ORT NodeArg), or a clear error naming the input."""
+def check_feed(meta, array, argument: str | None = None) -> np.ndarray:
+    """`array` converted for input `meta` (an ORT NodeArg), or a clear error naming the input (and
+    the argument the array came from)."""
     array = np.asarray(array)
+    where = f"{argument}: " if argument else ""
     want = _ORT_TYPES.get(meta.type)
     if want is not None and array.dtype != want:
         same_kind = np.dtype(want).kind == array.dtype.kind or (np.dtype(want).kind == "i" and array.dtype.kind == "u")
         if not same_kind:
-            raise NnxplainError(f"input '{meta.name}' expects {np.dtype(want).name} data, got {array.dtype.name}")
+            raise NnxplainError(f"{where}input '{meta.name}' expects {np.dtype(want).name} data, got {array.dtype.name}")
         array = array.astype(want)
     dims = meta.shape
     if len(dims) != array.ndim or any(isinstance(d, int) and d != n for d, n in zip(dims, array.shape)):
         shown = ["batch" if not isinstance(d, int) else d for d in dims]
-        raise NnxplainError(f"input '{meta.name}' expects shape {shown}, got {list(array.shape)}")
+        raise NnxplainError(f"{where}input '{meta.name}' expects shape {shown}, got {list(array.shape)}")
     return array
 
 
@@ -68,3 +70,19 @@ def write_atomic(path: str | os.PathLike, data: bytes):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """A batch from .npy, or from .npz (the array `x`, or its only array)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise NnxplainError(f"{path}: not a readable .npy/.npz file ({exc})") from None
+    if isinstance(data, np.ndarray):
+        return data
+    keys = list(data.keys())
+    if "x" in keys:
+        return data["x"]
+    if len(keys) == 1:
+        return data[keys[0]]
+    raise NnxplainError(f"{path}: holds arrays {', '.join(keys)}; name the input array 'x'")

@@ -1,0 +1,385 @@
+"""Patterns for PatternNet and PatternAttribution (Kindermans et al. 2018): fit, store, look up.
+
+A pattern is, per output neuron k of a linear layer (Conv, Gemm, MatMul with a constant weight),
+the direction a_k in which the layer's input carries the signal that neuron detects. With y = w^T x
+the layer's output *without* its bias, over all samples (and, for a Conv, all receptive fields):
+
+    linear  (S_a, Eq. 3):  a = cov[x, y] / (w^T cov[x, y])            (= cov[x, y] / var[y])
+    relu    (S_a+-, Eq. 7, positive regime):
+                           a+ = (E+[xy] - E+[x] E[y]) / (w^T (E+[xy] - E+[x] E[y]))
+    relu.negative:         a- the same over the negative regime (used by signal_quality)
+
+E+ is the mean over the samples where the neuron is in its positive regime, E the mean over all of
+them (as in the paper's Eq. 7; iNNvestigate 1.x used the regime mean E+[y] instead). The regime is
+decided by the layer's output *with* its bias, y + b > 0: exactly where the ReLU that follows the
+layer lets the signal through (iNNvestigate does the same). Neurons never in the regime, or whose
+denominator is 0, get the pattern 0.
+
+The statistics come from an ONNX graph derived from the model (`statistics_model`): the forward
+pass plus, per layer, the sums below, so fitting runs on the explainer's execution provider. For a
+Conv the per-neuron sums over all receptive fields, sum_p d[n, k, p] * patch(x)[n, :, p], are the
+Conv's weight gradient for the output gradient d, itself written as a Conv. Batches are summed in
+float64 on the host, so any batching gives the same patterns.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .canonicalize import canonicalize
+from .emitter import FLOAT, Emitter, shape, static_dims
+from .errors import NnxplainError
+from .load import IR_VERSION, load
+from .ops import LINEAR
+
+PATTERN_TYPES = ("linear", "relu", "relu.negative")
+FORMAT = "nnxplain-patterns-1"
+
+
+# ------------------------------------------------------------------------------------- layers
+
+
+@dataclass
+class Layer:
+    """One linear layer of the canonical graph, seen as K neurons with weight rows w_k of length D."""
+    key: str                # the node's name (its first output's name if it has none)
+    node: gs.Node
+    weight: np.ndarray      # the ONNX weight, as stored in the model
+    rows: np.ndarray        # [K, D]: w_k, what multiplies an input patch (Gemm's alpha included)
+    groups: int = 1         # Conv groups: rows of group G see the G-th slice of the input channels
+
+    @property
+    def neurons(self) -> int:
+        return self.rows.shape[0]
+
+    def to_weight_layout(self, rows: np.ndarray) -> np.ndarray:
+        """[K, D] pattern rows -> the ONNX weight's layout, so the op's transpose can take them."""
+        if self.node.op == "Conv":
+            return rows.reshape(self.weight.shape)
+        alpha = float(self.node.attrs.get("alpha", 1.0)) if self.node.op == "Gemm" else 1.0
+        trans_b = self.node.op == "Gemm" and self.node.attrs.get("transB", 0)
+        return (rows if trans_b else rows.T) / alpha  # the transpose multiplies by alpha again
+
+
+def layer_key(node: gs.Node) -> str:
+    return node.name or node.outputs[0].name
+
+
+def linear_layers(graph: gs.Graph) -> list[Layer]:
+    """The layers that get patterns: every node with a linear adapter and a constant weight."""
+    layers = []
+    for node in graph.nodes:
+        lin = LINEAR[node.op](node) if node.op in LINEAR else None
+        if lin is None or not isinstance(node.inputs[lin.weight], gs.Constant):
+            continue
+        w = np.asarray(node.inputs[lin.weight].values, np.float64)
+        if node.op == "Conv":
+            layers.append(Layer(layer_key(node), node, w, w.reshape(w.shape[0], -1), node.attrs.get("group", 1)))
+        elif node.op == "Gemm":
+            rows = w if node.attrs.get("transB", 0) else w.T
+            layers.append(Layer(layer_key(node), node, w, rows * float(node.attrs.get("alpha", 1.0))))
+        else:  # MatMul: x @ W with W [D, K]
+            layers.append(Layer(layer_key(node), node, w, w.T))
+    return layers
+
+
+def fingerprint(layers: list[Layer]) -> str:
+    """Identifies the model the patterns belong to: its linear layers' names, ops and weights."""
+    h = hashlib.sha256()
+    for layer in layers:
+        h.update(f"{layer.key}|{layer.node.op}|{layer.weight.shape}|".encode())
+        h.update(np.ascontiguousarray(layer.weight, np.float32).tobytes())
+    return h.hexdigest()[:20]
+
+
+def canonical_graph(model) -> gs.Graph:
+    graph = gs.import_onnx(canonicalize(load(model)))
+    graph.toposort()
+    return graph
+
+
+# ------------------------------------------------------------------------------------- patterns
+
+
+@dataclass
+class Patterns:
+    """Fitted patterns per layer key, in [K, D] row layout, and the model they belong to."""
+    pattern_type: str
+    fingerprint: str
+    rows: dict[str, np.ndarray]
+    samples: int = 0                       # input samples the statistics were taken over
+    counts: dict[str, np.ndarray] = field(default_factory=dict)  # per neuron: samples in its regime
+
+    def check(self, layers: list[Layer]):
+        """Fail clearly if these patterns were not fitted on the model `layers` come from."""
+        if self.fingerprint == fingerprint(layers):
+            return
+        missing = [layer.key for layer in layers if layer.key not in self.rows]
+        detail = (f"it has no pattern for layer '{missing[0]}'" if missing
+                  else "the layers' weights or shapes differ")
+        raise NnxplainError(f"these patterns were fitted on another model ({detail}); fit them on this one "
+                            f"with `nnxplain fit MODEL --data X.npy -o patterns.npz`")
+
+    def weight_for(self, layer_or_node, mode: str) -> np.ndarray:
+        """The weight that replaces the layer's own in the backward pass, in the ONNX weight layout:
+        the patterns ("net": PatternNet) or the weights times the patterns ("attribution")."""
+        layer = layer_or_node
+        if layer.key not in self.rows:
+            raise NnxplainError(f"no pattern for layer '{layer.key}' ({layer.node.op})")
+        rows = self.rows[layer.key]
+        if mode == "attribution":
+            rows = rows * layer.rows
+        return layer.to_weight_layout(rows).astype(FLOAT)
+
+    def save(self, path: str | os.PathLike):
+        from .runtime import write_atomic
+        meta = {"format": FORMAT, "pattern_type": self.pattern_type, "fingerprint": self.fingerprint,
+                "samples": self.samples, "layers": list(self.rows)}
+        arrays = {f"pattern_{i}": a for i, a in enumerate(self.rows.values())}
+        arrays.update({f"count_{i}": self.counts[k] for i, k in enumerate(self.rows) if k in self.counts})
+        buffer = io.BytesIO()
+        np.savez(buffer, __meta__=np.array(json.dumps(meta)), **arrays)
+        write_atomic(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Patterns":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["__meta__"]))
+                if meta.get("format") != FORMAT:
+                    raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+                keys = meta["layers"]
+                rows = {k: data[f"pattern_{i}"] for i, k in enumerate(keys)}
+                counts = {k: data[f"count_{i}"] for i, k in enumerate(keys) if f"count_{i}" in data}
+        except (OSError, ValueError, KeyError) as exc:
+            raise NnxplainError(f"{path}: not a patterns file written by `nnxplain fit` ({exc})") from None
+        return cls(meta["pattern_type"], meta["fingerprint"], rows, meta.get("samples", 0), counts)
+
+
+def as_patterns(patterns) -> Patterns | None:
+    if patterns is None or isinstance(patterns, Patterns):
+        return patterns
+    return Patterns.load(patterns)
+
+
+# ------------------------------------------------------------------------------------- statistics
+
+
+def statistics_model(graph: gs.Graph, layers: list[Layer], pattern_type: str) -> onnx.ModelProto:
+    """The model's forward pass with, per layer, outputs `<layer key>|<stat>` that sum one batch:
+
+    size: elements of y (samples = size / K); sum_y [K]: y over all samples; sum_xy: x * y over
+    the regime, per neuron; sum_x: x over the regime, per neuron (linear: over all samples, so one
+    row serves every neuron); count [K]: samples in the regime (relu types only).
+    Conv rows come grouped [group, part, K / group], with the parts (x, xy) or (xy,).
+    """
+    if pattern_type not in PATTERN_TYPES:
+        raise NnxplainError(f"pattern type '{pattern_type}' is unknown (choose from {', '.join(PATTERN_TYPES)})")
+    e = Emitter(graph, prefix="fit")
+    outputs = []
+    for layer in layers:
+        node = layer.node
+        lin = LINEAR[node.op](node)
+        x, out = node.inputs[lin.x], node.outputs[0]
+        y = _without_bias(e, layer, lin, out)
+        mask = None
+        if pattern_type != "linear":
+            compare = e.Greater if pattern_type == "relu" else e.LessOrEqual
+            mask = e.Cast(compare(out, e.const(np.zeros((), FLOAT))), to=onnx.TensorProto.FLOAT)
+        try:
+            stats = (_conv_stats if node.op == "Conv" else _dense_stats)(e, layer, x, y, mask)
+        except ValueError as exc:  # shapes the statistics need are unknown
+            raise NnxplainError(f"layer '{layer.key}' ({node.op}): {exc}") from None
+        for stat, tensor in stats.items():
+            tensor.name = f"{layer.key}|{stat}"
+            tensor.dtype, tensor.shape = (np.int64 if stat == "size" else FLOAT), None
+            outputs.append(tensor)
+    graph.outputs = outputs
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    model.ir_version = IR_VERSION
+    return model
+
+
+def _without_bias(e, layer, lin, out):
+    """y = w^T x: the layer's output minus its bias (cheaper than a second forward pass)."""
+    node = layer.node
+    if lin.bias is None or len(node.inputs) <= lin.bias or not node.inputs[lin.bias].name:
+        return out
+    bias = node.inputs[lin.bias]
+    if not isinstance(bias, gs.Constant):
+        raise NnxplainError(f"layer '{layer.key}' ({node.op}): its bias is not a constant")
+    b = np.asarray(bias.values, FLOAT)
+    if node.op == "Gemm":
+        b = b * np.float32(node.attrs.get("beta", 1.0))
+    else:  # Conv: one bias per output channel
+        b = b.reshape(-1, *[1] * (len(shape(out)) - 2))
+    return e.Sub(out, e.const(b))
+
+
+def _dense_stats(e, layer, x, y, mask):
+    node = layer.node
+    if node.op == "Gemm" and node.attrs.get("transA", 0):
+        x = e.Transpose(x, perm=[1, 0])
+    x2 = e.Reshape(x, e.ints([-1, layer.rows.shape[1]]))  # samples x D
+    y2 = e.Reshape(y, e.ints([-1, layer.neurons]))        # samples x K
+    stats = {"size": e.Size(y2), "sum_y": e.ReduceSum(y2, e.ints([0]), keepdims=0)}
+    if mask is None:
+        stats["sum_x"] = e.ReduceSum(x2, e.ints([0]), keepdims=0)
+        stats["sum_xy"] = e.Gemm(y2, x2, transA=1)
+    else:
+        m2 = e.Reshape(mask, e.ints([-1, layer.neurons]))
+        stats["count"] = e.ReduceSum(m2, e.ints([0]), keepdims=0)
+        stats["sum_x"] = e.Gemm(m2, x2, transA=1)
+        stats["sum_xy"] = e.Gemm(e.Mul(m2, y2), x2, transA=1)
+    return stats
+
+
+def _conv_stats(e, layer, x, y, mask):
+    node = layer.node
+    n = len(static_dims(x, "fit", 2))
+    axes = e.ints([0, *range(2, 2 + n)])
+    stats = {"size": e.Size(y), "sum_y": e.ReduceSum(y, axes, keepdims=0)}
+    if mask is None:
+        stats["sum_xy"] = _receptive_field_sums(e, layer, x, [y])
+        # sum of x over every receptive field: the batch-summed input correlated with ones
+        channels, *spatial = static_dims(x, "fit", 1)
+        xs = e.Reshape(e.ReduceSum(x, e.ints([0]), keepdims=1), e.ints([channels, 1, *spatial]))
+        ones = np.ones([1, 1, *static_dims(node.outputs[0], "fit", 2)], FLOAT)
+        stats["sum_x"] = _correlate(e, node, xs, e.const(ones), list(layer.weight.shape[2:]), 1)
+    else:
+        stats["count"] = e.ReduceSum(mask, axes, keepdims=0)
+        stats["sum_x_xy"] = _receptive_field_sums(e, layer, x, [mask, e.Mul(mask, y)])
+    return stats
+
+
+def _receptive_field_sums(e, layer, x, factors):
+    """sum over samples n and output positions p of f[n, k, p] * patch(x)[n, :, p], for each factor
+    f and neuron k: the Conv's weight gradient for the output gradient f, itself one Conv whose input
+    is x with batch and channels swapped and whose weight is the factors with batch as channels.
+    Rows come out as [group, factor, K / group]."""
+    n = len(static_dims(x, "fit", 2))
+    channels, *spatial = static_dims(x, "fit", 1)
+    out_spatial = static_dims(layer.node.outputs[0], "fit", 2)
+    g, per_group = layer.groups, layer.neurons // layer.groups
+    parts = [e.Reshape(f, e.ints([0, g, per_group, *out_spatial])) for f in factors]
+    d = parts[0] if len(parts) == 1 else e.Concat(*parts, axis=2)
+    d = e.Transpose(d, perm=[1, 2, 0, *range(3, 3 + n)])                   # [g, rows, N, *out]
+    d = e.Reshape(d, e.ints([g * per_group * len(factors), -1, *out_spatial]))
+    xt = e.Reshape(x, e.ints([0, g, channels // g, *spatial]))
+    xt = e.Transpose(xt, perm=[2, 1, 0, *range(3, 3 + n)])                 # [C/g, g, N, *in]
+    xt = e.Reshape(xt, e.ints([channels // g, -1, *spatial]))
+    return _correlate(e, layer.node, xt, d, list(layer.weight.shape[2:]), g)
+
+
+def _correlate(e, node, x, w, kernel, group):
+    """Conv with the roles of strides and dilations swapped, cropped to the kernel, as [rows, C, *k]."""
+    n = len(kernel)
+    strides = node.attrs.get("strides", [1] * n)
+    dilations = node.attrs.get("dilations", [1] * n)
+    pads = node.attrs.get("pads", [0] * 2 * n)
+    corr = e.Conv(x, w, strides=dilations, dilations=strides, pads=pads, group=group)
+    corr = e.Slice(corr, e.ints([0] * n), e.ints(kernel), e.ints(range(2, 2 + n)))
+    return e.Transpose(corr, perm=[1, 0, *range(2, 2 + n)])
+
+
+# ------------------------------------------------------------------------------------- fitting
+
+
+def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress: bool = True) -> Patterns:
+    """Fit the patterns of every linear layer of `model` (path or ModelProto) on `data`: a numpy
+    array (batch first), a .npy / .npz path, or an iterable of batches. Memory does not grow with
+    the data: each batch's sums are added, in float64, to running totals."""
+    from .runtime import check_feed, session
+
+    graph = canonical_graph(model)
+    layers = linear_layers(graph)
+    if not layers:
+        raise NnxplainError("the model has no linear layer (Conv, Gemm, MatMul with a constant weight) to fit")
+    print_ = fingerprint(layers)
+    sess = session(statistics_model(graph, layers, pattern_type))
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise NnxplainError(f"fitting needs a model with one input; this one has {len(inputs)}")
+    names = [o.name for o in sess.get_outputs()]
+    totals: dict[str, np.ndarray] = {}
+    samples = 0
+    for batch in _progress(batches(data, batch_size), progress, "fitting patterns"):
+        outputs = sess.run(names, {inputs[0].name: check_feed(inputs[0], batch, "data")})
+        for name, value in zip(names, outputs):
+            totals[name] = totals.get(name, 0) + np.asarray(value, np.float64)
+        samples += len(batch)
+    if samples == 0:
+        raise NnxplainError("the data holds no samples to fit the patterns on")
+    rows, counts = {}, {}
+    for layer in layers:
+        stats = {name.rpartition("|")[2]: value for name, value in totals.items()
+                 if name.rpartition("|")[0] == layer.key}
+        rows[layer.key], counts[layer.key] = pattern_rows(layer, stats)
+    return Patterns(pattern_type, print_, rows, samples, counts)
+
+
+def pattern_rows(layer: Layer, stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The patterns [K, D] from the summed statistics of one layer, and the regime count per neuron."""
+    k, d = layer.rows.shape
+    g = layer.groups
+    n = float(stats["size"]) / k                       # samples (receptive fields) per neuron
+    if "sum_x_xy" in stats:                            # relu types, Conv: rows [group, (x, xy), K/g]
+        both = stats["sum_x_xy"].reshape(g, 2, k // g, d)
+        sum_x, sum_xy = both[:, 0].reshape(k, d), both[:, 1].reshape(k, d)
+    else:
+        sum_x, sum_xy = stats["sum_x"], stats["sum_xy"]
+    if "count" in stats:                               # relu types: per-neuron regime sums
+        count = stats["count"]
+    else:                                              # linear: one x-sum serves every neuron
+        count = np.full(k, n)
+        sum_xy = sum_xy.reshape(k, d)
+        sum_x = np.repeat(sum_x.reshape(g, d), k // g, axis=0) if layer.node.op == "Conv" else \
+            np.broadcast_to(sum_x.reshape(1, d), (k, d))
+    in_regime = np.maximum(count, 1.0)[:, None]
+    mean_y = stats["sum_y"] / n                        # E[y] over all samples (Eq. 7)
+    cov = sum_xy / in_regime - (sum_x / in_regime) * mean_y[:, None]
+    denom = np.einsum("kd,kd->k", layer.rows, cov)
+    safe = np.where(denom == 0, 1.0, denom)
+    return np.where(denom[:, None] == 0, 0.0, cov / safe[:, None]), count
+
+
+def batches(data, batch_size: int) -> Iterable[np.ndarray]:
+    """Batches of `data`: an array (or a .npy / .npz path) sliced into batch_size rows, or the
+    items of an iterable of batches as they come."""
+    if batch_size < 1:
+        raise NnxplainError(f"batch_size must be at least 1, got {batch_size}")
+    if isinstance(data, (str, os.PathLike)):
+        from .runtime import load_array
+        data = load_array(data)
+    if isinstance(data, np.ndarray):
+        if data.ndim == 0:
+            raise NnxplainError("the data must be a batch (samples first), got a scalar")
+        return _Sliced(data, batch_size)
+    return (np.asarray(b) for b in data)
+
+
+class _Sliced:
+    def __init__(self, data, size):
+        self.data, self.size = data, size
+
+    def __len__(self):
+        return -(-len(self.data) // self.size)
+
+    def __iter__(self):
+        return (self.data[i:i + self.size] for i in range(0, len(self.data), self.size))
+
+
+def _progress(items, enabled: bool, what: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc=what, unit="batch", total=len(items) if hasattr(items, "__len__") else None)
