@@ -13,13 +13,15 @@ from .emitter import FLOAT, Emitter
 from .errors import NnxplainError, UnsupportedError
 from .load import IR_VERSION, load
 from .methods import Method, load_method
+from .patterns import BoundPatterns, as_patterns
 
 SELECTION_MODES = ("max_activation", "index", "all")
 NEURON_INPUT = "neuron"
 
 
 def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selection: str = "max_activation",
-            params: dict | None = None, output: str | None = None, keep_softmax: bool = False) -> onnx.ModelProto:
+            params: dict | None = None, output: str | None = None, keep_softmax: bool = False,
+            patterns=None) -> onnx.ModelProto:
     """Compile an explainer: the model's own outputs plus one output per method, named as the method.
 
     methods: names of built-in methods, paths of method files, or Method objects.
@@ -27,6 +29,8 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     neuron_selection: "max_activation" (each sample's largest output), "index" (adds an int64 input
     `neuron` of shape [batch]) or "all" (the sum of all outputs).
     output: which model output to explain (default: the first).
+    patterns: for pattern.net / pattern.attribution, the fitted patterns (a Patterns object or the
+    path of a patterns file from `nnxplain fit`).
     """
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
@@ -35,12 +39,13 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     graph.toposort()
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
+    context = {"patterns": bind_patterns(resolved, patterns, graph)}
 
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
     seed_value = e.Mul(mask, y)
     for method in resolved:
-        for x, relevance in explain(e, method, inputs, y, {"one": mask, "value": seed_value}[method.start]):
+        for x, relevance in explain(e, method, inputs, y, {"one": mask, "value": seed_value}[method.start], context):
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
             graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
@@ -73,6 +78,18 @@ def resolve_methods(methods, params: dict) -> list[Method]:
         raise NnxplainError(f"parameter '{unused[0]}' belongs to none of the methods "
                             f"({'; '.join(f'{m.name}: ' + (', '.join(sorted(m.params)) or 'none') for m in resolved)})")
     return out
+
+
+def bind_patterns(methods: list[Method], patterns, graph: gs.Graph):
+    """The patterns, checked against this model, if a method needs them."""
+    wanting = [m.name for m in methods if "patterns" in m.needs]
+    if not wanting:
+        return None
+    if patterns is None:
+        raise NnxplainError(f"method '{wanting[0]}' needs fitted patterns: fit them with `nnxplain fit MODEL "
+                            f"--data TRAIN.npy -o patterns.npz` and pass `--patterns patterns.npz`, or fit in "
+                            f"one step with `--fit-data TRAIN.npy` (Python: analyzer.fit(X))")
+    return BoundPatterns(as_patterns(patterns), graph)
 
 
 def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
@@ -110,8 +127,10 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> gs.Tensor:
     return e.reshape_like(onehot, y)
 
 
-def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, seed: gs.Tensor) -> list:
-    """(input, the method's explanation tensor for it) for each input."""
+def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, seed: gs.Tensor,
+            context: dict | None = None) -> list:
+    """(input, the method's explanation tensor for it) for each input. `context` holds what rules
+    may need besides their parameters (see Rule.needs)."""
     if method.kind == "input":
         return [(x, e.Identity(x)) for x in inputs]
     if method.kind == "random":
@@ -120,7 +139,8 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
     def rule_for(node):
         _, rule, rule_params = method.rule_for(node)
-        return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params)
+        extra = {need: (context or {})[need] for need in rule.needs}
+        return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params, **extra)
 
     relevance = propagate(e, {y.name: seed}, inputs, rule_for)
     out = []

@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx_graphsurgeon as gs
 
 from .errors import NnxplainError
+from .patterns import PATTERN_TYPES
 from .propagation import RULES, Rule
 
 # Op groups a pattern can name instead of op types.
@@ -56,6 +57,12 @@ class Method:
     params: dict = field(default_factory=dict)
     rules: list[RuleEntry] = field(default_factory=list)
     source: str = ""
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def needs(self) -> set[str]:
+        """What the method's rules need from the compiler besides parameters (e.g. "patterns")."""
+        return {need for entry in self.rules for need in RULES[entry.rule].needs}
 
     def with_params(self, overrides: dict) -> "Method":
         unknown = sorted(set(overrides) - set(self.params))
@@ -71,6 +78,10 @@ class Method:
         post = self.params.get("postprocess", "none")
         if post not in POSTPROCESS:
             raise NnxplainError(f"method '{self.name}': postprocess must be one of {sorted(POSTPROCESS)}, got '{post}'")
+        pattern_type = self.params.get("pattern_type", "relu")
+        if pattern_type not in PATTERN_TYPES:
+            raise NnxplainError(f"method '{self.name}': pattern_type must be one of {', '.join(PATTERN_TYPES)}, "
+                                f"got '{pattern_type}'")
 
     def rule_for(self, node: gs.Node) -> tuple[str, Rule, dict]:
         """The first rule entry whose pattern matches the node; the op's gradient otherwise."""
@@ -109,23 +120,39 @@ def available() -> list[str]:
     return sorted(p.name[:-len(".toml")] for p in builtin_dir().glob("*.toml"))
 
 
+def aliases() -> dict[str, str]:
+    """Other names of built-in methods (`patternattribution` -> `pattern.attribution`)."""
+    out = {}
+    for name in available():
+        for alias in _read(builtin_dir() / f"{name}.toml").get("aliases", []):
+            out[alias] = name
+    return out
+
+
 def load_method(name_or_path: str | os.PathLike) -> Method:
-    """A built-in method by name (`gradient`), or a method file by path."""
+    """A built-in method by name (`gradient`) or alias, or a method file by path. A method loaded by
+    an alias carries the alias as its name, so its output is named as the user asked."""
     path = Path(name_or_path)
     if not (path.suffix == ".toml" and path.is_file()):
-        path = builtin_dir() / f"{name_or_path}.toml"
+        name = str(name_or_path)
+        path = builtin_dir() / f"{aliases().get(name, name)}.toml"
         if not path.is_file():
             raise NnxplainError(f"unknown method '{name_or_path}' (available: {', '.join(available())})")
+        if name in aliases():
+            return parse_method(_read(path), default_name=name, source=str(path), name=name)
+    return parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path))
+
+
+def _read(path: Path) -> dict:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise NnxplainError(f"{path}: not a readable method file ({exc})") from None
-    return parse_method(data, default_name=path.name[:-len(".toml")], source=str(path))
 
 
-def parse_method(data: dict, default_name: str, source: str = "") -> Method:
+def parse_method(data: dict, default_name: str, source: str = "", name: str | None = None) -> Method:
     where = source or default_name
-    allowed = {"name", "description", "kind", "start", "times_input", "params", "rule"}
+    allowed = {"name", "description", "kind", "start", "times_input", "params", "rule", "aliases"}
     extra = sorted(set(data) - allowed)
     if extra:
         raise NnxplainError(f"{where}: unknown key '{extra[0]}' (allowed: {', '.join(sorted(allowed))})")
@@ -143,9 +170,10 @@ def parse_method(data: dict, default_name: str, source: str = "") -> Method:
         ops = raw.pop("ops", None)
         pattern = Pattern(ops=None if ops is None else _expand(ops, where), name=raw.pop("name", None))
         entries.append(RuleEntry(pattern, rule, raw))
-    method = Method(name=data.get("name", default_name), description=data.get("description", ""), kind=kind,
+    method = Method(name=name or data.get("name", default_name), description=data.get("description", ""), kind=kind,
                     start=start, times_input=bool(data.get("times_input", False)),
-                    params=dict(data.get("params", {})), rules=entries, source=source)
+                    params=dict(data.get("params", {})), rules=entries, source=source,
+                    aliases=list(data.get("aliases", [])))
     method.validate()
     return method
 

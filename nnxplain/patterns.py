@@ -383,3 +383,19 @@ def _progress(items, enabled: bool, what: str):
         return items
     from tqdm import tqdm
     return tqdm(items, desc=what, unit="batch", total=len(items) if hasattr(items, "__len__") else None)
+
+
+class BoundPatterns:
+    """Patterns checked against the canonical graph being compiled: what the pattern rules read."""
+
+    def __init__(self, patterns: Patterns, graph: gs.Graph):
+        layers = linear_layers(graph)
+        patterns.check(layers)
+        self.patterns = patterns
+        self.layers = {layer.key: layer for layer in layers}
+
+    def weight(self, node: gs.Node, mode: str) -> np.ndarray:
+        layer = self.layers.get(layer_key(node))
+        if layer is None:
+            raise NnxplainError(f"node '{node.name}' ({node.op}) has no pattern: its weight is not a constant")
+        return self.patterns.weight_for(layer, mode)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from .errors import UnsupportedError
-from .ops import VJP
+from .ops import LINEAR, VJP
 
 
 class Rule(NamedTuple):
     fn: Callable
     ops: frozenset | None  # op types the rule applies to; None: every op with a gradient adapter
     description: str
+    needs: tuple = ()      # what the compiler must hand the rule besides its parameters ("patterns")
 
 
 def gradient(e, node, *dys):
@@ -35,9 +36,32 @@ def guided_backprop(e, node, dy):
     return VJP["Relu"](e, node, e.Relu(dy))
 
 
+def pattern_net(e, node, dy, patterns):
+    """PatternNet (Kindermans et al. 2018): back-project the signal through the layer's patterns a
+    in place of its weights w."""
+    return _transpose_with(e, node, dy, patterns.weight(node, "net"))
+
+
+def pattern_attribution(e, node, dy, patterns):
+    """PatternAttribution: the backward pass with the weights times the patterns, w * a."""
+    return _transpose_with(e, node, dy, patterns.weight(node, "attribution"))
+
+
+def _transpose_with(e, node, dy, weight):
+    lin = LINEAR[node.op](node)
+    dxs = [None] * len(node.inputs)
+    dxs[lin.x] = lin.transpose(e, node, dy, e.const(weight))
+    return dxs
+
+
+LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+
 RULES: dict[str, Rule] = {
     "gradient": Rule(gradient, None, "the op's gradient (vector-Jacobian product)"),
     "deconvnet": Rule(deconvnet, frozenset({"Relu"}), "ReLU passes the positive part of the signal"),
     "guided_backprop": Rule(guided_backprop, frozenset({"Relu"}),
                             "ReLU gradient of the positive part of the signal"),
+    "pattern_net": Rule(pattern_net, LINEAR_OPS, "transpose with the layer's patterns", ("patterns",)),
+    "pattern_attribution": Rule(pattern_attribution, LINEAR_OPS, "transpose with weights times patterns",
+                                ("patterns",)),
 }
