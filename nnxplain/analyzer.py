@@ -5,23 +5,52 @@ import os
 
 import numpy as np
 
-from .compiler import NEURON_INPUT, compile
+from .compiler import NEURON_INPUT, compile, resolve_methods
 from .errors import NnxplainError
+from .patterns import Patterns, as_patterns, fit
 from .runtime import check_feed, session, write_atomic
 
 
 class Analyzer:
-    """A compiled explainer for one method, run with ONNX Runtime."""
+    """A compiled explainer for one method, run with ONNX Runtime.
 
-    def __init__(self, method: str, model, neuron_selection_mode: str = "max_activation", **params):
-        self.method = method
+    Methods that need fitted patterns (pattern.net, pattern.attribution) compile once they have
+    them: pass `patterns=` (a Patterns object or a patterns file), or call `fit(X)`.
+    """
+
+    def __init__(self, method: str, model, neuron_selection_mode: str = "max_activation", patterns=None,
+                 **params):
+        self.method = resolve_methods([method], params)[0]
+        self.source = model
         self.neuron_selection_mode = neuron_selection_mode
-        self.model = compile(model, [method], neuron_selection=neuron_selection_mode, params=params)
+        self.params = params
+        self.patterns: Patterns | None = as_patterns(patterns)
+        self.model = None
+        self._session = None
+        if "patterns" not in self.method.needs or self.patterns is not None:
+            self._compile()
+
+    def _compile(self):
+        self.model = compile(self.source, [self.method], neuron_selection=self.neuron_selection_mode,
+                             patterns=self.patterns)
         self.output_name = self.model.graph.output[-1].name
         self._session = None
 
+    def fit(self, X, batch_size: int = 256, progress: bool = True, pattern_type: str | None = None) -> "Analyzer":
+        """Fit the patterns on X (an array, a .npy/.npz path or an iterable of batches), then compile.
+        The estimator is the method's `pattern_type` parameter unless given here."""
+        if "patterns" not in self.method.needs:
+            raise NnxplainError(f"method '{self.method.name}' has nothing to fit")
+        pattern_type = pattern_type or self.method.params.get("pattern_type", "relu")
+        self.patterns = fit(self.source, X, pattern_type=pattern_type, batch_size=batch_size, progress=progress)
+        self._compile()
+        return self
+
     @property
     def session(self):
+        if self.model is None:
+            raise NnxplainError(f"method '{self.method.name}' needs fitted patterns: call analyzer.fit(X) first, "
+                                f"or create the analyzer with patterns=FILE")
         if self._session is None:
             self._session = session(self.model)
         return self._session
@@ -45,10 +74,18 @@ class Analyzer:
         return self.session.run([self.output_name], feeds)[0]
 
     def save(self, path: str | os.PathLike):
-        """Write the compiled explainer (a self-contained ONNX model)."""
+        """Write the compiled explainer: a self-contained ONNX model (fitted patterns baked in)."""
+        self.session  # noqa: B018 -- fails clearly when patterns are still missing
         write_atomic(path, self.model.SerializeToString())
+
+    def save_patterns(self, path: str | os.PathLike):
+        """Write the fitted patterns (an npz that `patterns=` and `--patterns` read back)."""
+        if self.patterns is None:
+            raise NnxplainError("no patterns to save: call analyzer.fit(X) first")
+        self.patterns.save(path)
 
 
 def create_analyzer(name: str, model, neuron_selection_mode: str = "max_activation", **params) -> Analyzer:
-    """An analyzer for method `name` (see `nnxplain methods`) on an ONNX model (path or ModelProto)."""
+    """An analyzer for method `name` (see `nnxplain methods`) on an ONNX model (path or ModelProto).
+    Keyword arguments set the method's parameters; `patterns=` passes fitted patterns."""
     return Analyzer(name, model, neuron_selection_mode=neuron_selection_mode, **params)

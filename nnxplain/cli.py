@@ -9,6 +9,7 @@ import numpy as np
 
 from .compiler import NEURON_INPUT, SELECTION_MODES, compile, resolve_methods
 from .errors import NnxplainError
+from .patterns import PATTERN_TYPES
 from .runtime import load_array
 
 
@@ -45,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="which output neuron to explain (default: max_activation)")
         p.add_argument("--output-name", help="the model output to explain (default: the first)")
         p.add_argument("--keep-softmax", action="store_true", help="explain the softmax output instead of the scores")
+        p.add_argument("--patterns", metavar="PATTERNS.npz", help="fitted patterns (pattern.net, pattern.attribution)")
+        p.add_argument("--fit-data", metavar="TRAIN.npy", help="fit the patterns on this data first (one step)")
+        fitting(p)
+
+    def fitting(p):
+        p.add_argument("--pattern-type", choices=PATTERN_TYPES,
+                       help="the estimator to fit (default: the method's pattern_type, relu)")
+        p.add_argument("--batch-size", type=int, default=256, help="samples per run while fitting (default: 256)")
 
     p = sub.add_parser("compile", help="write an explainer ONNX model")
     common(p)
@@ -57,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--neuron", type=int, action="append", help="output index to explain (with --neuron-selection index)")
     p.add_argument("-o", "--out", required=True, help="where to write the explanation (.npy)")
     p.set_defaults(run=_analyze)
+
+    p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
+    p.add_argument("model", help="the ONNX model")
+    p.add_argument("--data", required=True, metavar="TRAIN.npy", help="training inputs (.npy, or .npz with 'x')")
+    fitting(p)
+    p.add_argument("-o", "--out", required=True, help="the patterns file to write (.npz)")
+    p.set_defaults(run=_fit)
 
     p = sub.add_parser("methods", help="list the built-in methods")
     p.set_defaults(run=_methods)
@@ -86,8 +102,40 @@ def _methods_of(args) -> list:
 
 
 def _compile_args(args):
-    return compile(args.model, _methods_of(args), neuron_selection=args.neuron_selection,
-                   params=_params(args.param), output=args.output_name, keep_softmax=args.keep_softmax)
+    methods, params = _methods_of(args), _params(args.param)
+    return compile(args.model, methods, neuron_selection=args.neuron_selection, params=params,
+                   output=args.output_name, keep_softmax=args.keep_softmax,
+                   patterns=_patterns_for(args, resolve_methods(methods, params)))
+
+
+def _patterns_for(args, methods):
+    """The --patterns file, or patterns fitted on --fit-data with the pattern methods' estimator."""
+    if args.patterns and args.fit_data:
+        raise NnxplainError("give either --patterns or --fit-data, not both")
+    if not args.fit_data:
+        return args.patterns
+    wanting = [m for m in methods if "patterns" in m.needs]
+    if not wanting:
+        raise NnxplainError("--fit-data is for methods that need patterns (pattern.net, pattern.attribution)")
+    types = {m.params.get("pattern_type", "relu") for m in wanting}
+    if args.pattern_type is None and len(types) > 1:
+        raise NnxplainError(f"the methods ask for different pattern types ({', '.join(sorted(types))}); "
+                            f"choose one with --pattern-type")
+    return _fit_patterns(args, args.fit_data, args.pattern_type or types.pop())
+
+
+def _fit_patterns(args, data, pattern_type):
+    from .patterns import fit
+    patterns = fit(args.model, load_array(data), pattern_type=pattern_type, batch_size=args.batch_size,
+                   progress=sys.stderr.isatty())
+    return patterns
+
+
+def _fit(args):
+    patterns = _fit_patterns(args, args.data, args.pattern_type or "relu")
+    patterns.save(args.out)
+    print(f"wrote {args.out} ({patterns.pattern_type} patterns of {len(patterns.rows)} layers, "
+          f"fitted on {patterns.samples} samples)")
 
 
 def _compile(args):
