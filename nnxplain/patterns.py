@@ -200,7 +200,8 @@ def statistics_model(graph: gs.Graph, layers: list[Layer], pattern_type: str) ->
             raise NnxplainError(f"layer '{layer.key}' ({node.op}): {exc}") from None
         for stat, tensor in stats.items():
             tensor.name = f"{layer.key}|{stat}"
-            tensor.dtype, tensor.shape = (np.int64 if stat == "size" else FLOAT), None
+            tensor.dtype = np.int64 if stat == "size" else FLOAT if node.op == "Conv" else np.float64
+            tensor.shape = None
             outputs.append(tensor)
     graph.outputs = outputs
     graph.cleanup().toposort()
@@ -229,14 +230,17 @@ def _dense_stats(e, layer, x, y, mask):
     node = layer.node
     if node.op == "Gemm" and node.attrs.get("transA", 0):
         x = e.Transpose(x, perm=[1, 0])
-    x2 = e.Reshape(x, e.ints([-1, layer.rows.shape[1]]))  # samples x D
-    y2 = e.Reshape(y, e.ints([-1, layer.neurons]))        # samples x K
+    # in float64: sums of products lose digits to cancellation in E[xy] - E[x] E[y], and dense
+    # layers are cheap (ONNX Runtime's CPU Conv has no float64 kernel, so Conv sums stay float32)
+    double = onnx.TensorProto.DOUBLE
+    x2 = e.Cast(e.Reshape(x, e.ints([-1, layer.rows.shape[1]])), to=double)  # samples x D
+    y2 = e.Cast(e.Reshape(y, e.ints([-1, layer.neurons])), to=double)        # samples x K
     stats = {"size": e.Size(y2), "sum_y": e.ReduceSum(y2, e.ints([0]), keepdims=0)}
     if mask is None:
         stats["sum_x"] = e.ReduceSum(x2, e.ints([0]), keepdims=0)
         stats["sum_xy"] = e.Gemm(y2, x2, transA=1)
     else:
-        m2 = e.Reshape(mask, e.ints([-1, layer.neurons]))
+        m2 = e.Cast(e.Reshape(mask, e.ints([-1, layer.neurons])), to=double)
         stats["count"] = e.ReduceSum(m2, e.ints([0]), keepdims=0)
         stats["sum_x"] = e.Gemm(m2, x2, transA=1)
         stats["sum_xy"] = e.Gemm(e.Mul(m2, y2), x2, transA=1)
