@@ -230,3 +230,35 @@ def test_fit_data_of_the_wrong_shape_names_the_argument():
 def test_unknown_pattern_type_is_refused():
     with pytest.raises(NnxplainError, match="pattern_type must be one of"):
         nnxplain.create_analyzer("pattern.net", ZOO_DIR / "digits_cnn.onnx", pattern_type="quadratic")
+
+
+# ---------------------------------------------------------------------------------- signal quality (Eq. 1)
+
+
+def test_im2col_of_signal_quality_matches_the_reference(rng):
+    from nnxplain.signal_quality import patches
+    layer = R.Conv(rng.normal(size=(4, 3, 3, 2)), np.zeros(4), stride=2, pad=1, dilation=2, group=2)
+    x = rng.normal(size=(2, 6, 9, 8))
+    expected, _ = R.im2col(layer, x)
+    attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [2, 2]}
+    assert np.array_equal(patches(x, layer.w.shape, attrs, 2), expected.reshape(-1, 2, expected.shape[-1]))
+
+
+def test_signal_quality_ranks_the_estimators_on_the_digits_model():
+    """Kindermans et al. found S_a+- >= S_a >= S_w > random (Fig. 3). On the trained digits CNN the
+    fitted estimators remove far more of y from the distractor than the weights do, in every layer,
+    and the weights more than a random direction where they remove anything at all."""
+    from nnxplain.signal_quality import signal_quality
+    model = ZOO_DIR / "digits_cnn.onnx"
+    train, test = np.load(ZOO_DIR / "digits_train.npz")["x"], np.load(ZOO_DIR / "digits_test.npz")["x"]
+    fit_part, regress_part = train[:len(train) // 2], train[len(train) // 2:]
+    fitted = {t: P.fit(model, fit_part, t, progress=False) for t in P.PATTERN_TYPES}
+    rho = signal_quality(model, {"random": "random", "S_w": "weights", "S_a": fitted["linear"],
+                                 "S_a+-": (fitted["relu"], fitted["relu.negative"])},
+                         regress_part, test, max_samples=20_000)
+    for layer in rho["S_w"]:
+        assert rho["S_a"][layer] > rho["S_w"][layer] + 0.3, layer
+        assert rho["S_a+-"][layer] > rho["S_w"][layer] + 0.3, layer
+        assert rho["S_w"][layer] >= rho["random"][layer] - 0.01, layer
+    first = next(iter(rho["S_w"]))
+    assert rho["S_w"][first] > rho["random"][first] + 0.1
