@@ -248,51 +248,40 @@ def _dense_stats(e, layer, x, y, mask):
 
 
 def _conv_stats(e, layer, x, y, mask):
+    """Per-neuron sums over every receptive field: the patches of x (im2col) times the per-neuron
+    factors, one batched MatMul over samples and groups, then summed over the samples."""
     node = layer.node
     n = len(static_dims(x, "fit", 2))
     axes = e.ints([0, *range(2, 2 + n)])
     stats = {"size": e.Size(y), "sum_y": e.ReduceSum(y, axes, keepdims=0)}
-    if mask is None:
-        stats["sum_xy"] = _receptive_field_sums(e, layer, x, [y])
-        # sum of x over every receptive field: the batch-summed input correlated with ones
-        channels, *spatial = static_dims(x, "fit", 1)
-        xs = e.Reshape(e.ReduceSum(x, e.ints([0]), keepdims=1), e.ints([channels, 1, *spatial]))
-        ones = np.ones([1, 1, *static_dims(node.outputs[0], "fit", 2)], FLOAT)
-        stats["sum_x"] = _correlate(e, node, xs, e.const(ones), list(layer.weight.shape[2:]), 1)
+    g, k, d = layer.groups, layer.neurons, layer.rows.shape[1]
+    if mask is None:  # the x-sum is the same for every neuron: the patches of the batch-summed input
+        summed = _patches(e, layer, e.ReduceSum(x, e.ints([0]), keepdims=1))
+        stats["sum_x"] = e.ReduceSum(e.Reshape(summed, e.ints([g, d, -1])), e.ints([2]), keepdims=0)  # [g, D]
+        factors = [y]
     else:
         stats["count"] = e.ReduceSum(mask, axes, keepdims=0)
-        stats["sum_x_xy"] = _receptive_field_sums(e, layer, x, [mask, e.Mul(mask, y)])
+        factors = [mask, e.Mul(mask, y)]
+    cols = e.Reshape(_patches(e, layer, x), e.ints([0, g, d, -1]))             # [N, g, D, P]
+    parts = [e.Reshape(f, e.ints([0, g, k // g, -1])) for f in factors]       # [N, g, K/g, P]
+    f = parts[0] if len(parts) == 1 else e.Concat(*parts, axis=2)
+    sums = e.ReduceSum(e.MatMul(cols, e.Transpose(f, perm=[0, 1, 3, 2])), e.ints([0]), keepdims=0)
+    stats["sum_xy" if mask is None else "sum_x_xy"] = sums                     # [g, D, (factors, K/g)]
     return stats
 
 
-def _receptive_field_sums(e, layer, x, factors):
-    """sum over samples n and output positions p of f[n, k, p] * patch(x)[n, :, p], for each factor
-    f and neuron k: the Conv's weight gradient for the output gradient f, itself one Conv whose input
-    is x with batch and channels swapped and whose weight is the factors with batch as channels.
-    Rows come out as [group, factor, K / group]."""
-    n = len(static_dims(x, "fit", 2))
-    channels, *spatial = static_dims(x, "fit", 1)
-    out_spatial = static_dims(layer.node.outputs[0], "fit", 2)
-    g, per_group = layer.groups, layer.neurons // layer.groups
-    parts = [e.Reshape(f, e.ints([0, g, per_group, *out_spatial])) for f in factors]
-    d = parts[0] if len(parts) == 1 else e.Concat(*parts, axis=2)
-    d = e.Transpose(d, perm=[1, 2, 0, *range(3, 3 + n)])                   # [g, rows, N, *out]
-    d = e.Reshape(d, e.ints([g * per_group * len(factors), -1, *out_spatial]))
-    xt = e.Reshape(x, e.ints([0, g, channels // g, *spatial]))
-    xt = e.Transpose(xt, perm=[2, 1, 0, *range(3, 3 + n)])                 # [C/g, g, N, *in]
-    xt = e.Reshape(xt, e.ints([channels // g, -1, *spatial]))
-    return _correlate(e, layer.node, xt, d, list(layer.weight.shape[2:]), g)
-
-
-def _correlate(e, node, x, w, kernel, group):
-    """Conv with the roles of strides and dilations swapped, cropped to the kernel, as [rows, C, *k]."""
+def _patches(e, layer, x):
+    """im2col: [N, C, *S] -> [N, C * taps, *out], channel c's kernel taps in the weight's order, as
+    a depthwise Conv with one-hot kernels and the layer's strides, pads and dilations (measured
+    faster in ONNX Runtime than one strided Slice per tap, joined or not)."""
+    node = layer.node
+    kernel = list(layer.weight.shape[2:])
     n = len(kernel)
-    strides = node.attrs.get("strides", [1] * n)
-    dilations = node.attrs.get("dilations", [1] * n)
-    pads = node.attrs.get("pads", [0] * 2 * n)
-    corr = e.Conv(x, w, strides=dilations, dilations=strides, pads=pads, group=group)
-    corr = e.Slice(corr, e.ints([0] * n), e.ints(kernel), e.ints(range(2, 2 + n)))
-    return e.Transpose(corr, perm=[1, 0, *range(2, 2 + n)])
+    channels = static_dims(node.inputs[0], "fit", 1)[0]
+    taps = int(np.prod(kernel))
+    one_hot = np.tile(np.eye(taps, dtype=FLOAT).reshape(taps, 1, *kernel), (channels, 1, *[1] * n))
+    return e.Conv(x, e.const(one_hot), group=channels, strides=node.attrs.get("strides", [1] * n),
+                  pads=node.attrs.get("pads", [0] * 2 * n), dilations=node.attrs.get("dilations", [1] * n))
 
 
 # ------------------------------------------------------------------------------------- fitting
@@ -336,9 +325,11 @@ def pattern_rows(layer: Layer, stats: dict) -> tuple[np.ndarray, np.ndarray]:
     k, d = layer.rows.shape
     g = layer.groups
     n = float(stats["size"]) / k                       # samples (receptive fields) per neuron
-    if "sum_x_xy" in stats:                            # relu types, Conv: rows [group, (x, xy), K/g]
-        both = stats["sum_x_xy"].reshape(g, 2, k // g, d)
-        sum_x, sum_xy = both[:, 0].reshape(k, d), both[:, 1].reshape(k, d)
+    if layer.node.op == "Conv":                        # [g, D, (factors, K/g)] -> [K, D] per factor
+        sums = stats.get("sum_x_xy", stats.get("sum_xy"))
+        factors = np.moveaxis(sums.reshape(g, d, -1, k // g), 1, -1)     # [g, factors, K/g, D]
+        sum_xy = factors[:, -1].reshape(k, d)
+        sum_x = factors[:, 0].reshape(k, d) if "sum_x_xy" in stats else stats["sum_x"]
     else:
         sum_x, sum_xy = stats["sum_x"], stats["sum_xy"]
     if "count" in stats:                               # relu types: per-neuron regime sums
