@@ -182,7 +182,8 @@ def _methods(args):
     for name in available():
         method = load_method(name)
         params = ", ".join(f"{k}={v}" for k, v in method.params.items())
-        print(f"{name:<24} {method.description}" + (f" [{params}]" if params else ""))
+        aka = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
+        print(f"{name:<24} {method.description}{aka}" + (f" [{params}]" if params else ""))
 
 
 def _support(args):
