@@ -189,7 +189,7 @@ def statistics_model(graph: gs.Graph, layers: list[Layer], pattern_type: str) ->
         node = layer.node
         lin = LINEAR[node.op](node)
         x, out = node.inputs[lin.x], node.outputs[0]
-        y = _without_bias(e, layer, lin, out)
+        y = _split_bias(e, layer, lin)
         mask = None
         if pattern_type != "linear":
             compare = e.Greater if pattern_type == "relu" else e.LessOrEqual
@@ -210,11 +210,13 @@ def statistics_model(graph: gs.Graph, layers: list[Layer], pattern_type: str) ->
     return model
 
 
-def _without_bias(e, layer, lin, out):
-    """y = w^T x: the layer's output minus its bias (cheaper than a second forward pass)."""
+def _split_bias(e, layer, lin):
+    """y = w^T x, exactly: the layer computes y without its bias, and an Add gives the network its
+    output y + b as before. (Subtracting b from the output instead would cost y its digits
+    wherever |b| >> |y|.)"""
     node = layer.node
     if lin.bias is None or len(node.inputs) <= lin.bias or not node.inputs[lin.bias].name:
-        return out
+        return node.outputs[0]
     bias = node.inputs[lin.bias]
     if not isinstance(bias, gs.Constant):
         raise NnxplainError(f"layer '{layer.key}' ({node.op}): its bias is not a constant")
@@ -222,8 +224,22 @@ def _without_bias(e, layer, lin, out):
     if node.op == "Gemm":
         b = b * np.float32(node.attrs.get("beta", 1.0))
     else:  # Conv: one bias per output channel
-        b = b.reshape(-1, *[1] * (len(shape(out)) - 2))
-    return e.Sub(out, e.const(b))
+        b = b.reshape(-1, *[1] * (len(shape(node.outputs[0])) - 2))
+    out = node.outputs[0]
+    y = gs.Variable(e.fresh("without_bias"), dtype=out.dtype, shape=out.shape)
+    inputs = [t for i, t in enumerate(node.inputs) if i != lin.bias]
+    node.inputs.clear()
+    node.inputs.extend(inputs)
+    node.outputs.clear()
+    node.outputs.append(y)
+    e.graph.nodes.append(gs.Node("Add", e.fresh("bias"), inputs=[y, e.const(b)], outputs=[out]))
+    return y
+
+
+def _centered(e, y, axes):
+    """y minus its batch mean per neuron. The x*y sums are taken of centered y (and corrected on
+    the host in float64), because E[xy] - E[x] E[y] cancels most digits when the means are large."""
+    return e.Sub(y, e.ReduceMean(y, axes=axes, keepdims=1))
 
 
 def _dense_stats(e, layer, x, y, mask):
@@ -238,12 +254,12 @@ def _dense_stats(e, layer, x, y, mask):
     stats = {"size": e.Size(y2), "sum_y": e.ReduceSum(y2, e.ints([0]), keepdims=0)}
     if mask is None:
         stats["sum_x"] = e.ReduceSum(x2, e.ints([0]), keepdims=0)
-        stats["sum_xy"] = e.Gemm(y2, x2, transA=1)
+        stats["sum_xy"] = e.Gemm(_centered(e, y2, [0]), x2, transA=1)
     else:
         m2 = e.Cast(e.Reshape(mask, e.ints([-1, layer.neurons])), to=double)
         stats["count"] = e.ReduceSum(m2, e.ints([0]), keepdims=0)
         stats["sum_x"] = e.Gemm(m2, x2, transA=1)
-        stats["sum_xy"] = e.Gemm(e.Mul(m2, y2), x2, transA=1)
+        stats["sum_xy"] = e.Gemm(e.Mul(m2, _centered(e, y2, [0])), x2, transA=1)
     return stats
 
 
@@ -258,10 +274,10 @@ def _conv_stats(e, layer, x, y, mask):
     if mask is None:  # the x-sum is the same for every neuron: the patches of the batch-summed input
         summed = _patches(e, layer, e.ReduceSum(x, e.ints([0]), keepdims=1))
         stats["sum_x"] = e.ReduceSum(e.Reshape(summed, e.ints([g, d, -1])), e.ints([2]), keepdims=0)  # [g, D]
-        factors = [y]
+        factors = [_centered(e, y, [0, *range(2, 2 + n)])]
     else:
         stats["count"] = e.ReduceSum(mask, axes, keepdims=0)
-        factors = [mask, e.Mul(mask, y)]
+        factors = [mask, e.Mul(mask, _centered(e, y, [0, *range(2, 2 + n)]))]
     cols = e.Reshape(_patches(e, layer, x), e.ints([0, g, d, -1]))             # [N, g, D, P]
     parts = [e.Reshape(f, e.ints([0, g, k // g, -1])) for f in factors]       # [N, g, K/g, P]
     f = parts[0] if len(parts) == 1 else e.Concat(*parts, axis=2)
@@ -303,45 +319,54 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     if len(inputs) != 1:
         raise NnxplainError(f"fitting needs a model with one input; this one has {len(inputs)}")
     names = [o.name for o in sess.get_outputs()]
-    totals: dict[str, np.ndarray] = {}
+    keys = [(name, *name.rpartition("|")[::2]) for name in names]
+    totals = {layer.key: {} for layer in layers}
     samples = 0
     for batch in _progress(batches(data, batch_size), progress, "fitting patterns"):
         outputs = sess.run(names, {inputs[0].name: check_feed(inputs[0], batch, "data")})
-        for name, value in zip(names, outputs):
-            totals[name] = totals.get(name, 0) + np.asarray(value, np.float64)
+        raw = {layer.key: {} for layer in layers}
+        for (_, key, stat), value in zip(keys, outputs):
+            raw[key][stat] = value
+        for layer in layers:
+            for stat, value in batch_sums(layer, raw[layer.key]).items():
+                totals[layer.key][stat] = totals[layer.key].get(stat, 0) + value
         samples += len(batch)
     if samples == 0:
         raise NnxplainError("the data holds no samples to fit the patterns on")
     rows, counts = {}, {}
     for layer in layers:
-        stats = {name.rpartition("|")[2]: value for name, value in totals.items()
-                 if name.rpartition("|")[0] == layer.key}
-        rows[layer.key], counts[layer.key] = pattern_rows(layer, stats)
+        rows[layer.key], counts[layer.key] = pattern_rows(layer, totals[layer.key])
     return Patterns(pattern_type, print_, rows, samples, counts)
 
 
-def pattern_rows(layer: Layer, stats: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The patterns [K, D] from the summed statistics of one layer, and the regime count per neuron."""
+def batch_sums(layer: Layer, raw: dict) -> dict[str, np.ndarray]:
+    """One batch's statistics graph outputs -> float64 sums per neuron: n (samples), count [K],
+    sum_y [K], sum_x [K, D] and sum_xy [K, D] (over the regime), with the centering undone."""
     k, d = layer.rows.shape
     g = layer.groups
-    n = float(stats["size"]) / k                       # samples (receptive fields) per neuron
+    raw = {stat: np.asarray(value, np.float64) for stat, value in raw.items()}
+    n = float(raw["size"]) / k
     if layer.node.op == "Conv":                        # [g, D, (factors, K/g)] -> [K, D] per factor
-        sums = stats.get("sum_x_xy", stats.get("sum_xy"))
+        sums = raw.get("sum_x_xy", raw.get("sum_xy"))
         factors = np.moveaxis(sums.reshape(g, d, -1, k // g), 1, -1)     # [g, factors, K/g, D]
         sum_xy = factors[:, -1].reshape(k, d)
-        sum_x = factors[:, 0].reshape(k, d) if "sum_x_xy" in stats else stats["sum_x"]
+        sum_x = factors[:, 0].reshape(k, d) if "sum_x_xy" in raw else np.repeat(raw["sum_x"].reshape(g, d),
+                                                                                k // g, axis=0)
     else:
-        sum_x, sum_xy = stats["sum_x"], stats["sum_xy"]
-    if "count" in stats:                               # relu types: per-neuron regime sums
-        count = stats["count"]
-    else:                                              # linear: one x-sum serves every neuron
-        count = np.full(k, n)
-        sum_xy = sum_xy.reshape(k, d)
-        sum_x = np.repeat(sum_x.reshape(g, d), k // g, axis=0) if layer.node.op == "Conv" else \
-            np.broadcast_to(sum_x.reshape(1, d), (k, d))
+        sum_x = raw["sum_x"] if raw["sum_x"].ndim == 2 else np.broadcast_to(raw["sum_x"], (k, d))
+        sum_xy = raw["sum_xy"]
+    count = raw["count"] if "count" in raw else np.full(k, n)
+    batch_mean_y = raw["sum_y"] / n
+    return {"n": np.float64(n), "count": count, "sum_y": raw["sum_y"], "sum_x": sum_x,
+            "sum_xy": sum_xy + batch_mean_y[:, None] * sum_x}   # undo the centering, in float64
+
+
+def pattern_rows(layer: Layer, sums: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The patterns [K, D] from one layer's summed statistics, and the regime count per neuron."""
+    count = sums["count"]
     in_regime = np.maximum(count, 1.0)[:, None]
-    mean_y = stats["sum_y"] / n                        # E[y] over all samples (Eq. 7)
-    cov = sum_xy / in_regime - (sum_x / in_regime) * mean_y[:, None]
+    mean_y = sums["sum_y"] / sums["n"]                 # E[y] over all samples (Eq. 7)
+    cov = sums["sum_xy"] / in_regime - (sums["sum_x"] / in_regime) * mean_y[:, None]
     denom = np.einsum("kd,kd->k", layer.rows, cov)
     safe = np.where(denom == 0, 1.0, denom)
     return np.where(denom[:, None] == 0, 0.0, cov / safe[:, None]), count

@@ -262,3 +262,26 @@ def test_signal_quality_ranks_the_estimators_on_the_digits_model():
         assert rho["S_w"][layer] >= rho["random"][layer] - 0.01, layer
     first = next(iter(rho["S_w"]))
     assert rho["S_w"][first] > rho["random"][first] + 0.1
+
+
+@pytest.mark.parametrize("name", ["conv1d", "mobilenet_relu6", "lenet_bn", "resnet"])
+def test_fitted_patterns_of_zoo_models_equal_the_estimators_on_their_patches(name):
+    """1-D, depthwise, strided and BN-folded convolutions: the statistics graph's patterns equal
+    Eq. 3 / Eq. 7 evaluated in float64 on the layers' patches (the im2col checked above)."""
+    from nnxplain.signal_quality import _layer_io, _samples
+    path = ZOO_DIR / f"{name}.onnx"
+    data = np.random.default_rng(5).normal(size=(24, *zoo.MODELS[name][1])).astype(np.float32)
+    graph = P.canonical_graph(path)
+    layers = P.linear_layers(graph)
+    io = _layer_io(graph, layers, data)
+    for pattern_type in ("linear", "relu"):
+        fitted = P.fit(path, data, pattern_type, batch_size=10, progress=False)
+        for layer in layers:
+            X, Y, positive = _samples(layer, *io[layer.key], max_samples=10**9, rng=None)  # Y = w^T x in float64
+            X = np.repeat(X, layer.neurons // layer.groups, axis=1)        # [S, K, D]
+            mask = np.ones_like(positive) if pattern_type == "linear" else positive
+            count = np.maximum(mask.sum(0), 1)[:, None]
+            cov = (np.einsum("sk,skd->kd", mask * Y, X) - np.einsum("sk,skd->kd", mask, X) * Y.mean(0)[:, None]) / count
+            denom = np.einsum("kd,kd->k", layer.rows, cov)
+            expected = np.where(denom[:, None] == 0, 0, cov / np.where(denom == 0, 1, denom)[:, None])
+            assert relative_error(fitted.rows[layer.key], expected) < TOL, (pattern_type, layer.key)
