@@ -140,11 +140,14 @@ class Patterns:
         return layer.to_weight_layout(rows).astype(FLOAT)
 
     def save(self, path: str | os.PathLike):
+        """An npz with one array per layer, named by the layer's node: its patterns [K, D] (float32;
+        a Conv's D in the weight's (channel, kernel) order); `<node>|count` the samples each neuron
+        had in its regime; `__meta__` (JSON) the estimator, sample count and model fingerprint."""
         from .runtime import write_atomic
         meta = {"format": FORMAT, "pattern_type": self.pattern_type, "fingerprint": self.fingerprint,
                 "samples": self.samples, "layers": list(self.rows)}
-        arrays = {f"pattern_{i}": a for i, a in enumerate(self.rows.values())}
-        arrays.update({f"count_{i}": self.counts[k] for i, k in enumerate(self.rows) if k in self.counts})
+        arrays = {key: np.asarray(a, FLOAT) for key, a in self.rows.items()}
+        arrays.update({f"{key}|count": self.counts[key] for key in self.rows if key in self.counts})
         buffer = io.BytesIO()
         np.savez(buffer, __meta__=np.array(json.dumps(meta)), **arrays)
         write_atomic(path, buffer.getvalue())
@@ -157,8 +160,8 @@ class Patterns:
                 if meta.get("format") != FORMAT:
                     raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
                 keys = meta["layers"]
-                rows = {k: data[f"pattern_{i}"] for i, k in enumerate(keys)}
-                counts = {k: data[f"count_{i}"] for i, k in enumerate(keys) if f"count_{i}" in data}
+                rows = {key: data[key].astype(np.float64) for key in keys}
+                counts = {key: data[f"{key}|count"] for key in keys if f"{key}|count" in data}
         except (OSError, ValueError, KeyError) as exc:
             raise NnxplainError(f"{path}: not a patterns file written by `nnxplain fit` ({exc})") from None
         return cls(meta["pattern_type"], meta["fingerprint"], rows, meta.get("samples", 0), counts)
@@ -318,11 +321,17 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise NnxplainError(f"fitting needs a model with one input; this one has {len(inputs)}")
+    fixed = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
+    if fixed is not None and isinstance(data, (np.ndarray, str, os.PathLike)):
+        batch_size = fixed  # a model exported with a fixed batch size takes batches of exactly that
     names = [o.name for o in sess.get_outputs()]
     keys = [(name, *name.rpartition("|")[::2]) for name in names]
     totals = {layer.key: {} for layer in layers}
     samples = 0
     for batch in _progress(batches(data, batch_size), progress, "fitting patterns"):
+        if fixed is not None and len(batch) != fixed:
+            raise NnxplainError(f"data: the model's batch size is fixed at {fixed}, so the number of samples must "
+                                f"be a multiple of it (a batch of {len(batch)} is left)")
         outputs = sess.run(names, {inputs[0].name: check_feed(inputs[0], batch, "data")})
         raw = {layer.key: {} for layer in layers}
         for (_, key, stat), value in zip(keys, outputs):

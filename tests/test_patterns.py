@@ -285,3 +285,16 @@ def test_fitted_patterns_of_zoo_models_equal_the_estimators_on_their_patches(nam
             denom = np.einsum("kd,kd->k", layer.rows, cov)
             expected = np.where(denom[:, None] == 0, 0, cov / np.where(denom == 0, 1, denom)[:, None])
             assert relative_error(fitted.rows[layer.key], expected) < TOL, (pattern_type, layer.key)
+
+
+def test_a_model_with_a_fixed_batch_size_is_fitted_in_batches_of_that_size(rng):
+    net = small_mlp(rng)
+    model = net.onnx()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    data = rng.normal(size=(32, 10)).astype(np.float32)
+    fixed = P.fit(model, data, "linear", batch_size=256, progress=False)
+    expected = R.fit(net, data, "linear")
+    for layer, a in expected.items():
+        assert relative_error(fixed.rows[layer], a) < TOL, layer
+    with pytest.raises(NnxplainError, match="batch size is fixed at 8.*a batch of 4 is left"):
+        P.fit(model, data[:12], "linear", progress=False)
