@@ -177,12 +177,13 @@ def as_patterns(patterns) -> Patterns | None:
 
 
 def statistics_model(graph: gs.Graph, layers: list[Layer], pattern_type: str) -> onnx.ModelProto:
-    """The model's forward pass with, per layer, outputs `<layer key>|<stat>` that sum one batch:
+    """The model's forward pass with, per layer, outputs `<layer key>|<stat>` that sum one batch
+    (`batch_sums` turns them into per-neuron float64 sums):
 
-    size: elements of y (samples = size / K); sum_y [K]: y over all samples; sum_xy: x * y over
-    the regime, per neuron; sum_x: x over the regime, per neuron (linear: over all samples, so one
-    row serves every neuron); count [K]: samples in the regime (relu types only).
-    Conv rows come grouped [group, part, K / group], with the parts (x, xy) or (xy,).
+    size: elements of y (samples = size / K); sum_y [K]: y over all samples; count [K]: samples in
+    the regime (relu types); sum_x: x over the regime per neuron (linear: over all samples, one row
+    per group); sum_xy: x * (y - batch mean of y) over the regime per neuron. A Conv with a relu
+    type has both x-sums in one output, sum_x_xy [group, D, (x, xy), K / group].
     """
     if pattern_type not in PATTERN_TYPES:
         raise NnxplainError(f"pattern type '{pattern_type}' is unknown (choose from {', '.join(PATTERN_TYPES)})")
@@ -242,6 +243,8 @@ def _split_bias(e, layer, lin):
 def _centered(e, y, axes):
     """y minus its batch mean per neuron. The x*y sums are taken of centered y (and corrected on
     the host in float64), because E[xy] - E[x] E[y] cancels most digits when the means are large."""
+    if e.graph.opset >= 18:  # ReduceMean's axes became an input in opset 18
+        return e.Sub(y, e.ReduceMean(y, e.ints(axes), keepdims=1))
     return e.Sub(y, e.ReduceMean(y, axes=axes, keepdims=1))
 
 
@@ -316,7 +319,7 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     layers = linear_layers(graph)
     if not layers:
         raise NnxplainError("the model has no linear layer (Conv, Gemm, MatMul with a constant weight) to fit")
-    print_ = fingerprint(layers)
+    model_fingerprint = fingerprint(layers)
     sess = session(statistics_model(graph, layers, pattern_type))
     inputs = sess.get_inputs()
     if len(inputs) != 1:
@@ -325,7 +328,7 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     if fixed is not None and isinstance(data, (np.ndarray, str, os.PathLike)):
         batch_size = fixed  # a model exported with a fixed batch size takes batches of exactly that
     names = [o.name for o in sess.get_outputs()]
-    keys = [(name, *name.rpartition("|")[::2]) for name in names]
+    where = [name.rpartition("|")[::2] for name in names]  # (layer key, stat) of each output
     totals = {layer.key: {} for layer in layers}
     samples = 0
     for batch in _progress(batches(data, batch_size), progress, "fitting patterns"):
@@ -334,7 +337,7 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
                                 f"be a multiple of it (a batch of {len(batch)} is left)")
         outputs = sess.run(names, {inputs[0].name: check_feed(inputs[0], batch, "data")})
         raw = {layer.key: {} for layer in layers}
-        for (_, key, stat), value in zip(keys, outputs):
+        for (key, stat), value in zip(where, outputs):
             raw[key][stat] = value
         for layer in layers:
             for stat, value in batch_sums(layer, raw[layer.key]).items():
@@ -345,7 +348,7 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     rows, counts = {}, {}
     for layer in layers:
         rows[layer.key], counts[layer.key] = pattern_rows(layer, totals[layer.key])
-    return Patterns(pattern_type, print_, rows, samples, counts)
+    return Patterns(pattern_type, model_fingerprint, rows, samples, counts)
 
 
 def batch_sums(layer: Layer, raw: dict) -> dict[str, np.ndarray]:

@@ -37,12 +37,12 @@ def signal_quality(model, estimators: dict, regress_data: np.ndarray, test_data:
             elif patterns not in ("weights", "random"):
                 raise NnxplainError(f"estimator '{name}': expected 'weights', 'random', Patterns or a "
                                     f"(positive, negative) pair of Patterns, got {patterns!r}")
-    fit_io, test_io = (_layer_io(graph, layers, data) for data in (regress_data, test_data))
+    fit_io, test_io = (layer_io(graph, layers, data) for data in (regress_data, test_data))
     rng = np.random.default_rng(seed)
     out = {name: {} for name in estimators}
     for layer in layers:
-        fit_set = _samples(layer, *fit_io[layer.key], max_samples, rng)
-        test_set = _samples(layer, *test_io[layer.key], max_samples, rng)
+        fit_set = layer_samples(layer, *fit_io[layer.key], max_samples, rng)
+        test_set = layer_samples(layer, *test_io[layer.key], max_samples, rng)
         for name, estimator in estimators.items():
             out[name][layer.key] = _layer_rho(layer, estimator, fit_set, test_set, rng)
     return out
@@ -78,7 +78,7 @@ def _layer_rho(layer: Layer, estimator, fit_set, test_set, rng) -> float:
     return float(np.mean(rhos)) if rhos else float("nan")
 
 
-def _layer_io(graph: gs.Graph, layers: list[Layer], data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def layer_io(graph: gs.Graph, layers: list[Layer], data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each layer's input and output (with bias) on `data`, from one run of the model."""
     from .runtime import check_feed, session
     io_graph = graph.copy()
@@ -97,7 +97,7 @@ def _layer_io(graph: gs.Graph, layers: list[Layer], data) -> dict[str, tuple[np.
     return {layer.key: (values[x.name], values[y.name]) for layer, (x, y) in zip(layers, wanted)}
 
 
-def _samples(layer: Layer, x, out, max_samples: int, rng):
+def layer_samples(layer: Layer, x, out, max_samples: int, rng):
     """(X [S, groups, D], Y [S, K] without bias, positive regime [S, K]), at most max_samples rows."""
     node = layer.node
     if node.op == "Conv":

@@ -268,16 +268,16 @@ def test_signal_quality_ranks_the_estimators_on_the_digits_model():
 def test_fitted_patterns_of_zoo_models_equal_the_estimators_on_their_patches(name):
     """1-D, depthwise, strided and BN-folded convolutions: the statistics graph's patterns equal
     Eq. 3 / Eq. 7 evaluated in float64 on the layers' patches (the im2col checked above)."""
-    from nnxplain.signal_quality import _layer_io, _samples
+    from nnxplain.signal_quality import layer_io, layer_samples
     path = ZOO_DIR / f"{name}.onnx"
     data = np.random.default_rng(5).normal(size=(24, *zoo.MODELS[name][1])).astype(np.float32)
     graph = P.canonical_graph(path)
     layers = P.linear_layers(graph)
-    io = _layer_io(graph, layers, data)
+    io = layer_io(graph, layers, data)
     for pattern_type in ("linear", "relu"):
         fitted = P.fit(path, data, pattern_type, batch_size=10, progress=False)
         for layer in layers:
-            X, Y, positive = _samples(layer, *io[layer.key], max_samples=10**9, rng=None)  # Y = w^T x in float64
+            X, Y, positive = layer_samples(layer, *io[layer.key], max_samples=10**9, rng=None)  # Y = w^T x in float64
             X = np.repeat(X, layer.neurons // layer.groups, axis=1)        # [S, K, D]
             mask = np.ones_like(positive) if pattern_type == "linear" else positive
             count = np.maximum(mask.sum(0), 1)[:, None]
@@ -298,3 +298,14 @@ def test_a_model_with_a_fixed_batch_size_is_fitted_in_batches_of_that_size(rng):
         assert relative_error(fixed.rows[layer], a) < TOL, layer
     with pytest.raises(NnxplainError, match="batch size is fixed at 8.*a batch of 4 is left"):
         P.fit(model, data[:12], "linear", progress=False)
+
+
+def test_a_model_at_opset_21_is_fitted_alike(rng):
+    """The statistics graph is emitted at the model's opset (ReduceMean's axes moved to an input in 18)."""
+    import onnx
+    net = small_cnn(rng)
+    data = rng.normal(size=(32, *net.input_shape))
+    model = onnx.version_converter.convert_version(net.onnx(), 21)
+    fitted = P.fit(model, data.astype(np.float32), "relu", progress=False)
+    for layer, a in R.fit(net, data, "relu").items():
+        assert relative_error(fitted.rows[layer], a) < TOL, layer
