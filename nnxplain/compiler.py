@@ -12,7 +12,7 @@ from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter
 from .errors import NnxplainError, UnsupportedError
 from .load import IR_VERSION, load
-from .methods import Method, load_method
+from .methods import Method, load_method, positions
 
 SELECTION_MODES = ("max_activation", "index", "all")
 NEURON_INPUT = "neuron"
@@ -39,8 +39,9 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
     seed_value = e.Mul(mask, y)
+    seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
-        for x, relevance in explain(e, method, inputs, y, {"one": mask, "value": seed_value}[method.start]):
+        for x, relevance in explain(e, method, inputs, y, seeds[method.start]):
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
             graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
@@ -64,7 +65,7 @@ def resolve_methods(methods, params: dict) -> list[Method]:
         mine = {}
         for key, value in params.items():
             scope, _, name = key.rpartition(".") if key.startswith(method.name + ".") else ("", "", key)
-            if (scope == method.name or not scope) and name in method.params:
+            if (scope == method.name or not scope) and name in method.settable():
                 mine[name] = value
                 used.add(key)
         out.append(method.with_params(mine))
@@ -118,8 +119,11 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
         return [(x, e.RandomNormalLike(x, scale=float(method.params.get("stddev", 1.0)),
                                        seed=float(method.params.get("seed", 0)))) for x in inputs]
 
+    where = positions(e.graph, inputs, y)
+    method.check_patterns(e.graph, where)
+
     def rule_for(node):
-        _, rule, rule_params = method.rule_for(node)
+        _, rule, rule_params = method.rule_for(node, where)
         return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params)
 
     relevance = propagate(e, {y.name: seed}, inputs, rule_for)

@@ -1,0 +1,290 @@
+"""LRP and Deep Taylor rules: how relevance crosses one node, registered into propagation.RULES.
+
+Every rule for a linear layer is written once against `LINEAR[node.op](node)` (Conv of any rank,
+grouped and depthwise; Gemm; MatMul with a constant weight) with the gradient trick:
+
+    z = sum_k forward(x_k, W_k) (+ b')      the layer run on modified inputs / weights
+    s = R / stabilized(z)
+    R_in = sum_k x_k * transpose(s, W_k)
+
+Weight modifications (W+, W-, W + gamma W+, W^2, ones) are computed with numpy when the graph is
+compiled and stored as constants; only the activations' sign split runs in the graph.
+
+Divisions use iNNvestigate's SafeDivide (z + eps where z == 0, eps = 1e-7) except the epsilon rule,
+whose stabilizer is z + epsilon * sign(z) with sign(0) = +1 (built with Where: ONNX's Sign(0) is 0).
+
+Nodes that are not linear layers:
+  - `pass`: relevance passes unchanged (activations: Relu, LeakyRelu, Clip, Sigmoid, Tanh).
+  - `z` / `epsilon` on ops linear in their computed input (Add, Sub, AveragePool, GlobalAveragePool,
+    ReduceMean, ReduceSum, and Mul / Div by a constant): relevance in proportion to each input's
+    contribution, R_i = x_i * vjp(R / z)_i. A constant operand (a bias, BatchNormalization's shift)
+    absorbs its share; Mul / Div by a constant pass relevance unchanged.
+  - `gradient` (propagation.py): max pooling (winner takes all) and routing ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .emitter import FLOAT
+from .ops import LINEAR, VJP
+from .propagation import RULES, Rule
+
+SAFE_EPS = 1e-7  # iNNvestigate's SafeDivide factor (Keras' epsilon)
+LINEAR_OPS = frozenset(LINEAR)
+PROPORTIONAL_OPS = frozenset({"Add", "Sub", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum",
+                              "Mul", "Div"})
+PASS_OPS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Dropout"})
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def safe(e, z):
+    """z with exact zeros replaced by a tiny positive number (iNNvestigate's SafeDivide)."""
+    return e.Where(e.Equal(z, 0.0), SAFE_EPS, z)
+
+
+def stabilized(e, z, epsilon: float):
+    """z + epsilon * sign(z), sign(0) = +1."""
+    return e.Add(z, e.Where(e.GreaterOrEqual(z, 0.0), float(epsilon), float(-epsilon)))
+
+
+def positive(e, x):
+    return e.Relu(x)
+
+
+def negative(e, x):
+    return e.Neg(e.Relu(e.Neg(x)))  # min(x, 0)
+
+
+class Layer:
+    """A linear node seen through LINEAR: its activation input, constant weight and bias, and the
+    sign of the scale its forward applies (Gemm's alpha and beta), so W+ means the weights whose
+    effect is positive."""
+
+    def __init__(self, node: gs.Node, rule: str):
+        lin = LINEAR[node.op](node) if node.op in LINEAR else None
+        w = node.inputs[lin.weight] if lin is not None else None
+        if lin is None or not isinstance(w, gs.Constant):
+            found = "a computed weight" if node.op in LINEAR else f"op {node.op}"
+            raise ValueError(f"rule '{rule}' needs a linear layer (Conv, Gemm, MatMul) with a constant weight, "
+                             f"found {found}")
+        self.node, self.lin = node, lin
+        self.x = node.inputs[lin.x]
+        self.w = w.values.astype(np.float64)
+        b = node.inputs[lin.bias] if lin.bias is not None and lin.bias < len(node.inputs) else None
+        if b is not None and not b.name:
+            b = None
+        if b is not None and not isinstance(b, gs.Constant):
+            raise ValueError(f"rule '{rule}' needs a constant bias, found a computed one ('{b.name}')")
+        self.b = None if b is None else b.values.astype(np.float64)
+        self.w_sign = float(np.sign(node.attrs.get("alpha", 1.0))) if node.op == "Gemm" else 1.0
+        self.b_sign = float(np.sign(node.attrs.get("beta", 1.0))) if node.op == "Gemm" else 1.0
+
+    # weight and bias parts (numpy, compile time)
+    def w_pos(self):
+        return self.w * (self.w_sign * self.w > 0)
+
+    def w_neg(self):
+        return self.w * (self.w_sign * self.w < 0)
+
+    def b_pos(self):
+        return None if self.b is None else self.b * (self.b_sign * self.b > 0)
+
+    def b_neg(self):
+        return None if self.b is None else self.b * (self.b_sign * self.b < 0)
+
+    # graph emission
+    def const(self, e, a):
+        return None if a is None else e.const(a.astype(FLOAT))
+
+    def forward(self, e, x, w, b=None):
+        return self.lin.forward(e, self.node, x, self.const(e, w), self.const(e, b))
+
+    def transpose(self, e, s, w):
+        return self.lin.transpose(e, self.node, s, self.const(e, w))
+
+    def filled(self, e, value: float):
+        """A tensor shaped like x, every entry `value`."""
+        return e.ConstantOfShape(e.shape_of(self.x), value=np.array([value], FLOAT))
+
+    def result(self, r_in):
+        out = [None] * len(self.node.inputs)
+        out[self.lin.x] = r_in
+        return out
+
+
+def nonnegative(t: gs.Tensor, _seen=None) -> bool:
+    """True where the graph guarantees t >= 0 (a ReLU's output, or pooling / routing of one), so the
+    negative part of t is zero and rules can skip it."""
+    if not t.inputs:
+        return isinstance(t, gs.Constant) and bool((t.values >= 0).all())
+    node = t.inputs[0]
+    if node.op in ("Relu", "Sigmoid"):
+        return True
+    if node.op == "Clip":
+        low = node.inputs[1] if len(node.inputs) > 1 else None
+        return isinstance(low, gs.Constant) and bool((low.values >= 0).all())
+    if node.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
+                   "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "ReduceMean", "ReduceMax", "Slice",
+                   "Split", "Pad"):
+        return nonnegative(node.inputs[0])
+    if node.op == "Concat":
+        return all(nonnegative(i) for i in node.inputs)
+    return False
+
+
+# ------------------------------------------------------------------------------------ linear rules
+
+def _proportional(e, node, dy, divide):
+    """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output)."""
+    live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)]
+    if node.op in ("Mul", "Div") and (len(live) != 1 or (node.op == "Div" and live != [0])):
+        raise ValueError(f"the z-rule on {node.op} needs one computed operand and a constant "
+                         f"(a scale), found {len(live)} computed operands")
+    grads = VJP[node.op](e, node, divide(e, node.outputs[0], dy))
+    return [e.Mul(node.inputs[i], g) if i in live and g is not None else None for i, g in enumerate(grads)]
+
+
+def lrp_z(e, node, dy, ignore_bias: bool = False):
+    """LRP-z (LRP-0): R_i = x_i w_ij / z_j R_j; `ignore_bias` drops b from z (iNNvestigate's _IB)."""
+    if node.op not in LINEAR:
+        return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, safe(e_, z)))
+    layer = Layer(node, "z")
+    z = layer.forward(e, layer.x, layer.w) if ignore_bias and layer.b is not None else node.outputs[0]
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), layer.w)))
+
+
+def lrp_epsilon(e, node, dy, epsilon: float = 1e-7, ignore_bias: bool = False):
+    """LRP-epsilon: z stabilized by epsilon * sign(z) (sign(0) = +1); reuses the forward pre-activation."""
+    if node.op not in LINEAR:
+        return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, stabilized(e_, z, epsilon)))
+    layer = Layer(node, "epsilon")
+    z = layer.forward(e, layer.x, layer.w) if ignore_bias and layer.b is not None else node.outputs[0]
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, stabilized(e, z, epsilon)), layer.w)))
+
+
+def lrp_gamma(e, node, dy, gamma: float = 0.25, ignore_bias: bool = False):
+    """LRP-gamma: weights (and bias) W + gamma * W+ favour positive contributions."""
+    layer = Layer(node, "gamma")
+    w = layer.w + gamma * layer.w_pos()
+    b = None if ignore_bias or layer.b is None else layer.b + gamma * layer.b_pos()
+    z = layer.forward(e, layer.x, w, b)
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), w)))
+
+
+def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None = None,
+                   ignore_bias: bool = False, bias_split: bool = True):
+    """LRP-alpha-beta: alpha * (positive contributions' share) - beta * (negative contributions' share).
+
+    Positive contributions are x+ W+ and x- W-, negative ones x+ W- and x- W+. With `bias_split`
+    (zennit) b+ joins the positive and b- the negative denominator; without it (iNNvestigate) the
+    whole bias joins both.
+    """
+    alpha, beta = alpha_beta_params(alpha, beta)
+    layer = Layer(node, "alpha_beta")
+    x = layer.x
+    signed = not nonnegative(x)  # after a ReLU the negative part of x is zero: skip its terms
+    xp = positive(e, x) if signed else x
+    xn = negative(e, x) if signed else None
+    wp, wn = layer.w_pos(), layer.w_neg()
+    if ignore_bias or layer.b is None:
+        bp = bn = None
+    elif bias_split:
+        bp, bn = layer.b_pos(), layer.b_neg()
+    else:
+        bp = bn = layer.b
+
+    def share(w_of_xp, w_of_xn, b):
+        z = layer.forward(e, xp, w_of_xp, b)
+        if signed:
+            z = e.Add(z, layer.forward(e, xn, w_of_xn))
+        s = e.Div(dy, safe(e, z))
+        r = e.Mul(xp, layer.transpose(e, s, w_of_xp))
+        if signed:
+            r = e.Add(r, e.Mul(xn, layer.transpose(e, s, w_of_xn)))
+        return r
+
+    r = share(wp, wn, bp)
+    if alpha != 1.0:
+        r = e.Mul(r, float(alpha))
+    if beta:
+        r = e.Sub(r, e.Mul(share(wn, wp, bn), float(beta)))
+    return layer.result(r)
+
+
+def alpha_beta_params(alpha, beta) -> tuple[float, float]:
+    """iNNvestigate's convention: give alpha or beta (the other follows from alpha - beta = 1) or both."""
+    if alpha is None and beta is None:
+        raise ValueError("rule 'alpha_beta' needs alpha or beta (alpha - beta = 1)")
+    alpha = float(beta) + 1.0 if alpha is None else float(alpha)
+    beta = alpha - 1.0 if beta is None else float(beta)
+    if abs(alpha - beta - 1.0) > 1e-9 or beta < 0:
+        raise ValueError(f"rule 'alpha_beta' needs alpha - beta = 1 and beta >= 0, got alpha={alpha}, beta={beta}")
+    return alpha, beta
+
+
+def lrp_z_plus_fast(e, node, dy):
+    """z+ fast (iNNvestigate): W+ applied to x as it is (assumes x >= 0), no bias."""
+    layer = Layer(node, "z_plus_fast")
+    w = layer.w_pos()
+    z = layer.forward(e, layer.x, w)
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), w)))
+
+
+def _input_free(e, node, dy, w, rule):
+    """R_in = W'^T (R / (W' 1)): relevance spread by the modified weights alone (w-square, flat)."""
+    layer = Layer(node, rule)
+    z = layer.forward(e, layer.filled(e, 1.0), w)
+    return layer.result(layer.transpose(e, e.Div(dy, safe(e, z)), w))
+
+
+def lrp_w_square(e, node, dy):
+    """w^2 rule (Montavon et al. 2017): R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j, independent of x; no bias."""
+    return _input_free(e, node, dy, Layer(node, "w_square").w ** 2, "w_square")
+
+
+def lrp_flat(e, node, dy):
+    """Flat rule: R_j spread evenly over the inputs in its receptive field; no bias."""
+    return _input_free(e, node, dy, np.ones_like(Layer(node, "flat").w), "flat")
+
+
+def lrp_bounded(e, node, dy, low: float = -1.0, high: float = 1.0, ignore_bias: bool = True):
+    """z^B (Montavon et al. 2017) for inputs in [low, high]: z = x W - low W+ - high W- (no bias by default,
+    as iNNvestigate's BoundedRule; zennit's ZBox cancels its bias terms the same way)."""
+    if not low <= high:
+        raise ValueError(f"rule 'bounded' needs low <= high, got low={low}, high={high}")
+    layer = Layer(node, "bounded")
+    x, wp, wn = layer.x, layer.w_pos(), layer.w_neg()
+    lo, hi = layer.filled(e, float(low)), layer.filled(e, float(high))
+    b = None if ignore_bias else layer.b
+    z = e.Sub(e.Sub(layer.forward(e, x, layer.w, b), layer.forward(e, lo, wp)), layer.forward(e, hi, wn))
+    s = e.Div(dy, safe(e, z))
+    r = e.Mul(x, layer.transpose(e, s, layer.w))
+    r = e.Sub(r, e.Mul(lo, layer.transpose(e, s, wp)))
+    r = e.Sub(r, e.Mul(hi, layer.transpose(e, s, wn)))
+    return layer.result(r)
+
+
+def pass_through(e, node, dy):
+    """Relevance passes unchanged (activations; Captum's IdentityRule on a layer that keeps its input's shape)."""
+    if node.op in LINEAR:
+        layer = Layer(node, "pass")
+        xs, ys = layer.x.shape, node.outputs[0].shape
+        if xs is None or ys is None or list(xs)[1:] != list(ys)[1:] or not all(isinstance(d, int) for d in list(xs)[1:]):
+            raise ValueError(f"rule 'pass' needs an output shaped like the input, found input {xs} and output {ys}")
+        return layer.result(dy)
+    return [dy] + [None] * (len(node.inputs) - 1)
+
+
+RULES.update({
+    "z": Rule(lrp_z, LINEAR_OPS | PROPORTIONAL_OPS, "LRP-z: relevance in proportion to the contributions x_i w_ij"),
+    "epsilon": Rule(lrp_epsilon, LINEAR_OPS | PROPORTIONAL_OPS, "LRP-epsilon: z + epsilon * sign(z) absorbs weak relevance"),
+    "gamma": Rule(lrp_gamma, LINEAR_OPS, "LRP-gamma: W + gamma W+ favours positive contributions"),
+    "alpha_beta": Rule(lrp_alpha_beta, LINEAR_OPS, "LRP-alpha-beta: alpha positive minus beta negative shares"),
+    "z_plus_fast": Rule(lrp_z_plus_fast, LINEAR_OPS, "z+ with W+ on the input as it is, no bias"),
+    "w_square": Rule(lrp_w_square, LINEAR_OPS, "w^2: relevance spread by the squared weights"),
+    "flat": Rule(lrp_flat, LINEAR_OPS, "flat: relevance spread evenly over the receptive field"),
+    "bounded": Rule(lrp_bounded, LINEAR_OPS, "z^B: Deep Taylor for inputs bounded by low and high"),
+    "pass": Rule(pass_through, PASS_OPS | LINEAR_OPS, "relevance passes unchanged (activations; same-shape layers)"),
+})
