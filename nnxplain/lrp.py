@@ -101,6 +101,13 @@ class Layer:
     def forward(self, e, x, w, b=None):
         return self.lin.forward(e, self.node, x, self.const(e, w), self.const(e, b))
 
+    def bias_term(self, e, b):
+        """b as the forward adds it to the output (Gemm: times beta; Conv: per channel)."""
+        if self.node.op == "Gemm":
+            return e.const((self.node.attrs.get("beta", 1.0) * b).astype(FLOAT))
+        rank = len(self.node.outputs[0].shape or []) or (self.w.ndim if self.node.op == "Conv" else 2)
+        return e.const(b.reshape([-1] + [1] * (rank - 2)).astype(FLOAT) if self.node.op == "Conv" else b.astype(FLOAT))
+
     def transpose(self, e, s, w):
         return self.lin.transpose(e, self.node, s, self.const(e, w))
 
@@ -195,21 +202,33 @@ def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None =
     else:
         bp = bn = layer.b
 
-    def share(w_of_xp, w_of_xn, b):
+    def pre_activation(w_of_xp, w_of_xn, b):
         z = layer.forward(e, xp, w_of_xp, b)
-        if signed:
-            z = e.Add(z, layer.forward(e, xn, w_of_xn))
+        return e.Add(z, layer.forward(e, xn, w_of_xn)) if signed else z
+
+    def share(w_of_xp, w_of_xn, z):
         s = e.Div(dy, safe(e, z))
         r = e.Mul(xp, layer.transpose(e, s, w_of_xp))
         if signed:
             r = e.Add(r, e.Mul(xn, layer.transpose(e, s, w_of_xn)))
         return r
 
-    r = share(wp, wn, bp)
+    z_pos = pre_activation(wp, wn, bp)
+    r = share(wp, wn, z_pos)
     if alpha != 1.0:
         r = e.Mul(r, float(alpha))
     if beta:
-        r = e.Sub(r, e.Mul(share(wn, wp, bn), float(beta)))
+        if signed:
+            z_neg = pre_activation(wn, wp, bn)
+        else:
+            # x >= 0: x W- + bn = (x W + b) - (x W+ + bp) + (bp + bn - b), from the node's own output:
+            # this saves one pass of the layer
+            z_neg = e.Sub(node.outputs[0], z_pos)
+            zero = np.zeros(1)
+            shift = sum((zero if v is None else v) for v in (bp, bn)) - (zero if layer.b is None else layer.b)
+            if np.any(shift != 0):
+                z_neg = e.Add(z_neg, layer.bias_term(e, np.broadcast_to(shift, np.shape(layer.b)).copy()))
+        r = e.Sub(r, e.Mul(share(wn, wp, z_neg), float(beta)))
     return layer.result(r)
 
 

@@ -94,11 +94,15 @@ def im2col_matrix(in_shape, w, strides, pads, dilations, group):
 
 # ------------------------------------------------------------------------ layers as ONNX models
 
-def layer_model(kind, rng, batch=5):
-    """(onnx model, x, dense matrix W [n_in, n_out], bias per output unit, output shape per sample)."""
+def layer_model(kind, rng, relu_first=False):
+    """(onnx model, x, dense matrix W [n_in, n_out], bias per output unit, output shape per sample).
+    With relu_first the layer reads Relu(input), so rules see an input known to be >= 0."""
     def model(node, x_shape, y_shape, inits):
         scale = rng.standard_normal(y_shape).astype(np.float32)
         nodes = [node, helper.make_node("Mul", ["y", "scale"], ["out"], name="to_relevance")]
+        if relu_first:
+            node.input[0] = "relu_out"
+            nodes.insert(0, helper.make_node("Relu", ["input"], ["relu_out"], name="relu"))
         graph = helper.make_graph(
             nodes, kind, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *x_shape])],
             [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", *y_shape])],
@@ -238,3 +242,29 @@ def test_alpha_beta_needs_alpha_minus_beta_one():
                                                      "beta": 2.0}]}, "t")
     with pytest.raises(nnxplain.NnxplainError, match=r"node 'layer' \(Gemm\).*alpha - beta = 1"):
         nnxplain.compile(proto, [method], neuron_selection="all")
+
+
+@pytest.mark.parametrize("params", [{"alpha": 2.0, "beta": 1.0}, {"alpha": 2.0, "beta": 1.0, "bias_split": False},
+                                    {"alpha": 3.0, "beta": 2.0, "ignore_bias": True}, {"alpha": 1.0, "beta": 0.0}],
+                         ids=["split", "innvestigate-bias", "ignore-bias", "alpha1-beta0"])
+@pytest.mark.parametrize("kind", ["gemm_transB", "matmul", "conv2d_strided", "depthwise"])
+def test_alpha_beta_after_relu_equals_matrix_reference(kind, params):
+    """After a ReLU the input is known to be >= 0: alpha-beta then takes its negative pre-activation
+    from the layer's own output (one pass of the layer fewer); the result must not change."""
+    rng = np.random.default_rng(zlib.crc32(kind.encode()))
+    proto, in_shape, W, b, scale, support = layer_model(kind, rng, relu_first=True)
+    method = parse_method({"start": "one", "rule": [{"ops": ["Conv", "Gemm", "MatMul"], "rule": "alpha_beta",
+                                                     **params}]}, "test_rule")
+    model = nnxplain.compile(proto, [method], neuron_selection="all")
+    passes = sum(n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") for n in model.graph.node)
+    assert passes == 1 + 1 + (2 if params["beta"] else 1)  # forward, x W+, a transpose per share
+    x = inputs(rng, in_shape)
+    got = session(model).run(["test_rule"], {"input": x})[0]
+    R = np.broadcast_to(scale.astype(np.float64).reshape(-1), (len(x), scale.size))
+    relu = np.maximum(x.astype(np.float64), 0)
+
+    def ref(x, W, b):
+        return np.stack([reference("alpha_beta", xi.reshape(-1), W, b, Ri, **params) for xi, Ri in zip(x, R)]
+                        ).reshape(x.shape) * (x > 0)  # the ReLU passes relevance only where it is open... and
+    want = ref(relu, W, b)  # ...x * c is 0 where relu(x) = 0 anyway
+    assert relative_error(got, want) < TOL + float32_sensitivity(ref, relu, W, b, want)
