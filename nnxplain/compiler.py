@@ -12,6 +12,7 @@ from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter
 from .errors import NnxplainError, UnsupportedError
 from .load import IR_VERSION, load
+from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 
 SELECTION_MODES = ("max_activation", "index", "all")
@@ -121,6 +122,8 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
     where = positions(e.graph, inputs, y)
     method.check_patterns(e.graph, where)
+    # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
+    e.zero_where_zero = zero_where_zero(e.graph, lambda node: method.rule_for(node, where)[0])
 
     def rule_for(node):
         _, rule, rule_params = method.rule_for(node, where)

@@ -141,6 +141,58 @@ def nonnegative(t: gs.Tensor, _seen=None) -> bool:
     return False
 
 
+# Rules whose relevance at the input is x times something: zero wherever x is zero.
+TIMES_INPUT_RULES = {"z", "epsilon", "gamma", "alpha_beta", "z_plus_fast"}
+ZERO_PRESERVING = {"Relu", "LeakyRelu", "Tanh", "Identity", "Dropout", "Clip"}  # f(0) = 0 (Clip: 0 in range)
+ROUTING = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice", "Pad", "Identity",
+           "MaxPool", "GlobalMaxPool"}
+
+
+def zero_where_zero(graph: gs.Graph, rule_name) -> set[str]:
+    """Names of the tensors whose relevance is provably 0 wherever the tensor itself is 0, given the
+    rule each consumer uses (`rule_name(node)`): every consumer's rule multiplies by its input, or
+    passes / routes relevance from outputs that have the property. Graph outputs are left out."""
+    outputs = {t.name for t in graph.outputs}
+    known: set[str] = set()
+    for node in reversed(list(graph.nodes)):
+        for t in node.inputs:
+            if isinstance(t, gs.Constant) or t.name in outputs or t.name in known:
+                continue
+            if all(_keeps_zero(c, t, rule_name, known) for c in t.outputs):
+                known.add(t.name)
+    return known
+
+
+def _keeps_zero(consumer, t, rule_name, known) -> bool:
+    try:
+        rule = rule_name(consumer)
+    except Exception:  # no rule for this node: say nothing about it
+        return False
+    if rule in TIMES_INPUT_RULES:
+        return consumer.op in PROPORTIONAL_OPS or (consumer.op in LINEAR and consumer.inputs[0] is t)
+    if consumer.op == "Clip":
+        low, high = (list(consumer.inputs[1:]) + [None, None])[:2]
+        if not all(b is None or not b.name or (isinstance(b, gs.Constant) and (b.values <= 0 if b is low else
+                                                                                  b.values >= 0).all())
+                   for b in (low, high)):
+            return False
+    passes = (rule == "pass" and consumer.op in ZERO_PRESERVING) or (rule == "gradient" and consumer.op in ROUTING)
+    return passes and all(o.name in known for o in consumer.outputs)
+
+
+def relu_after(e, node) -> gs.Tensor | None:
+    """The output a = Relu(z) of a linear node whose output z only feeds that ReLU, when the relevance
+    at a is 0 wherever a is 0 (see zero_where_zero): then z may be read as a. Where z > 0, a = z;
+    where z <= 0 the relevance is 0, so the quotient R / z is 0 whatever stands in for z. Reading a
+    instead of z lets ONNX Runtime fuse the forward Conv + Relu."""
+    z = node.outputs[0]
+    consumers = list(z.outputs)
+    if len(consumers) != 1 or consumers[0].op != "Relu" or any(t is z for t in e.graph.outputs):
+        return None
+    a = consumers[0].outputs[0]
+    return a if a.name in getattr(e, "zero_where_zero", ()) else None
+
+
 # ------------------------------------------------------------------------------------ linear rules
 
 def _proportional(e, node, dy, divide):
@@ -158,7 +210,8 @@ def lrp_z(e, node, dy, ignore_bias: bool = False):
     if node.op not in LINEAR:
         return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, safe(e_, z)))
     layer = Layer(node, "z")
-    z = layer.forward(e, layer.x, layer.w) if ignore_bias and layer.b is not None else node.outputs[0]
+    z = layer.forward(e, layer.x, layer.w) if ignore_bias and layer.b is not None else (
+        relu_after(e, node) or node.outputs[0])
     return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), layer.w)))
 
 
@@ -167,8 +220,12 @@ def lrp_epsilon(e, node, dy, epsilon: float = 1e-7, ignore_bias: bool = False):
     if node.op not in LINEAR:
         return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, stabilized(e_, z, epsilon)))
     layer = Layer(node, "epsilon")
-    z = layer.forward(e, layer.x, layer.w) if ignore_bias and layer.b is not None else node.outputs[0]
-    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, stabilized(e, z, epsilon)), layer.w)))
+    if ignore_bias and layer.b is not None:
+        denominator = stabilized(e, layer.forward(e, layer.x, layer.w), epsilon)
+    else:
+        a = relu_after(e, node)  # a >= 0: its stabilizer is a + epsilon
+        denominator = e.Add(a, float(epsilon)) if a is not None else stabilized(e, node.outputs[0], epsilon)
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, denominator), layer.w)))
 
 
 def lrp_gamma(e, node, dy, gamma: float = 0.25, ignore_bias: bool = False):

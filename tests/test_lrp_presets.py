@@ -269,3 +269,40 @@ def test_user_method_file_from_the_cli(tmp_path):
     assert np.array_equal(got, want)
     bad = subprocess.run(cmd[:-2] + ["--param", "low=1", "-o", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("nnxplain: error: parameter 'low' belongs to none")
+
+
+# ------------------------------------------------------------------ reading a ReLU's output instead of z
+
+@pytest.mark.parametrize("name", ["digits_cnn", "resnet", "concat_cnn"])
+@pytest.mark.parametrize("rules", [
+    "lrp.epsilon", "lrp.z", "lrp.sequential_preset_a",
+    [{"ops": ["linear"], "rule": "flat"}, {"ops": ["convolution"], "rule": "epsilon", "epsilon": 0.01}],
+], ids=["epsilon", "z", "preset_a", "flat_above"])
+def test_reading_relu_output_for_z_changes_nothing(name, rules, monkeypatch):
+    """Where the relevance at a ReLU's output is provably 0 where the output is 0, the epsilon and z
+    rules read the ReLU's output instead of the pre-activation (so Conv + Relu fuse). Where a flat or
+    w^2 rule above breaks that guarantee, they must not. Either way the result is the same as without."""
+    import nnxplain.lrp as lrp
+    method = rules if isinstance(rules, str) else parse_method({"include": "_lrp_base", "rule": rules}, "mixed")
+    name_of = method if isinstance(method, str) else method.name
+    x = zoo_batch(name)
+    x[0] = 0
+    path = ZOO_DIR / f"{name}.onnx"
+    fast = nnxplain.compile(path, [method])
+    with monkeypatch.context() as m:
+        m.setattr(lrp, "relu_after", lambda e, node: None)
+        plain = nnxplain.compile(path, [method])
+    got = session(fast).run([name_of], {"input": x})[0]
+    want = session(plain).run([name_of], {"input": x})[0]
+    assert relative_error(got, want) < 1e-6
+
+
+def test_epsilon_lets_every_conv_relu_pair_fuse():
+    model = nnxplain.compile(ZOO_DIR / "digits_cnn.onnx", ["lrp.epsilon"])
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm") and not n.name.startswith("nnx/")]
+    followed_by_relu = [c for c in convs if readers.get(c.output[0]) == ["Relu"] or "Relu" in readers.get(c.output[0], [])]
+    assert len(followed_by_relu) == 3 and all(readers[c.output[0]] == ["Relu"] for c in followed_by_relu)
