@@ -280,7 +280,7 @@ def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None =
         else:
             # x >= 0: x W- + bn = (x W + b) - (x W+ + bp) + (bp + bn - b), from the node's own output:
             # this saves one pass of the layer
-            z_neg = e.Sub(node.outputs[0], z_pos)
+            z_neg = e.Sub(relu_after(e, node) or node.outputs[0], z_pos)  # a for z: see relu_after
             zero = np.zeros(1)
             shift = sum((zero if v is None else v) for v in (bp, bn)) - (zero if layer.b is None else layer.b)
             if np.any(shift != 0):

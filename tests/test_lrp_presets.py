@@ -275,9 +275,9 @@ def test_user_method_file_from_the_cli(tmp_path):
 
 @pytest.mark.parametrize("name", ["digits_cnn", "resnet", "concat_cnn"])
 @pytest.mark.parametrize("rules", [
-    "lrp.epsilon", "lrp.z", "lrp.sequential_preset_a",
+    "lrp.epsilon", "lrp.z", "lrp.sequential_preset_a", "lrp.alpha_2_beta_1", "epsilon_alpha2_beta1",
     [{"ops": ["linear"], "rule": "flat"}, {"ops": ["convolution"], "rule": "epsilon", "epsilon": 0.01}],
-], ids=["epsilon", "z", "preset_a", "flat_above"])
+], ids=["epsilon", "z", "preset_a", "alpha2_beta1", "zennit_alpha2_beta1", "flat_above"])
 def test_reading_relu_output_for_z_changes_nothing(name, rules, monkeypatch):
     """Where the relevance at a ReLU's output is provably 0 where the output is 0, the epsilon and z
     rules read the ReLU's output instead of the pre-activation (so Conv + Relu fuse). Where a flat or
