@@ -178,9 +178,12 @@ def _support(args):
     print("methods:")
     failures = 0
     for method in methods:
+        # parameters without a default get stand-ins: whether the model supports the method does not depend on them
+        stand_ins = {**{k: 0.0 for k in method.required}, **{k: 1.0 for k in method.optional[:1]}}
         try:
-            compile(model, [method])
-            print(f"  {method.name:<24} applicable")
+            compile(model, [method], params=stand_ins)
+            given = f" (give {', '.join(stand_ins)})" if stand_ins else ""
+            print(f"  {method.name:<24} applicable{given}")
         except NnxplainError as exc:
             failures += 1
             print(f"  {method.name:<24} not applicable: {exc}")
