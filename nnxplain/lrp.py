@@ -248,9 +248,6 @@ def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None =
     alpha, beta = alpha_beta_params(alpha, beta)
     layer = Layer(node, "alpha_beta")
     x = layer.x
-    signed = not nonnegative(x)  # after a ReLU the negative part of x is zero: skip its terms
-    xp = positive(e, x) if signed else x
-    xn = negative(e, x) if signed else None
     wp, wn = layer.w_pos(), layer.w_neg()
     if ignore_bias or layer.b is None:
         bp = bn = None
@@ -258,34 +255,35 @@ def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None =
         bp, bn = layer.b_pos(), layer.b_neg()
     else:
         bp = bn = layer.b
+    zero = np.zeros(1)
+    b_node = zero if layer.b is None else layer.b
 
-    def pre_activation(w_of_xp, w_of_xn, b):
-        z = layer.forward(e, xp, w_of_xp, b)
-        return e.Add(z, layer.forward(e, xn, w_of_xn)) if signed else z
+    def plus_bias(z, b):
+        b = zero if b is None else b
+        return e.Add(z, layer.bias_term(e, np.broadcast_to(b, np.shape(b_node)).copy())) if np.any(b != 0) else z
 
-    def share(w_of_xp, w_of_xn, z):
-        s = e.Div(dy, safe(e, z))
-        r = e.Mul(xp, layer.transpose(e, s, w_of_xp))
-        if signed:
-            r = e.Add(r, e.Mul(xn, layer.transpose(e, s, w_of_xn)))
-        return r
-
-    z_pos = pre_activation(wp, wn, bp)
-    r = share(wp, wn, z_pos)
-    if alpha != 1.0:
-        r = e.Mul(r, float(alpha))
+    # The node's own output is x W + b (where relu_after applies, its ReLU's output stands in for it):
+    # the negative pre-activation is that minus the positive one, which saves passes of the layer.
+    # Its quotient can be huge where there are no negative contributions (z- ~ 0 up to rounding), but
+    # then every term it multiplies below is exactly 0: the transposes stay split by sign for that.
+    z_node = relu_after(e, node) or node.outputs[0]
+    signed = not nonnegative(x)  # after a ReLU the negative part of x is 0: its terms are skipped
+    xp = positive(e, x) if signed else x
+    xn = negative(e, x) if signed else None
+    x_pos = layer.forward(e, xp, wp)  # positive contributions x+ W+ + x- W-
+    if signed:
+        x_pos = e.Add(x_pos, layer.forward(e, xn, wn))
+    z_pos = plus_bias(x_pos, bp)
+    s_pos = e.Div(dy, safe(e, z_pos))
+    r = e.Mul(xp, layer.transpose(e, s_pos, wp * alpha))
+    if signed:
+        r = e.Add(r, e.Mul(xn, layer.transpose(e, s_pos, wn * alpha)))
     if beta:
+        z_neg = plus_bias(e.Sub(z_node, x_pos), (zero if bn is None else bn) - b_node)  # x+ W- + x- W+ + bn
+        s_neg = e.Div(dy, safe(e, z_neg))
+        r = e.Sub(r, e.Mul(xp, layer.transpose(e, s_neg, wn * beta)))
         if signed:
-            z_neg = pre_activation(wn, wp, bn)
-        else:
-            # x >= 0: x W- + bn = (x W + b) - (x W+ + bp) + (bp + bn - b), from the node's own output:
-            # this saves one pass of the layer
-            z_neg = e.Sub(relu_after(e, node) or node.outputs[0], z_pos)  # a for z: see relu_after
-            zero = np.zeros(1)
-            shift = sum((zero if v is None else v) for v in (bp, bn)) - (zero if layer.b is None else layer.b)
-            if np.any(shift != 0):
-                z_neg = e.Add(z_neg, layer.bias_term(e, np.broadcast_to(shift, np.shape(layer.b)).copy()))
-        r = e.Sub(r, e.Mul(share(wn, wp, z_neg), float(beta)))
+            r = e.Sub(r, e.Mul(xn, layer.transpose(e, s_neg, wp * beta)))
     return layer.result(r)
 
 
