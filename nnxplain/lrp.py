@@ -111,6 +111,30 @@ class Layer:
     def transpose(self, e, s, w):
         return self.lin.transpose(e, self.node, s, self.const(e, w))
 
+    def out_in_layout(self) -> bool:
+        """Whether the weight is stored [out, in, ...] (Conv, Gemm with transB) or [in, out] (Gemm, MatMul)."""
+        return self.node.op == "Conv" or (self.node.op == "Gemm" and self.node.attrs.get("transB", 0))
+
+    def channel_axis(self) -> int:
+        return 1 if self.node.op == "Conv" else -1
+
+    def stacked_transpose(self, e, signals: list, blocks: list[list[np.ndarray]]):
+        """Several transposes in one pass of the layer: out_j = sum_i transpose(signals[i], blocks[i][j]),
+        as one transpose of the signals concatenated along the channel axis with the block weight.
+        None where the layer cannot be stacked (grouped Conv, a weight that is not a matrix)."""
+        if (self.node.op == "Conv" and self.node.attrs.get("group", 1) != 1) or (self.node.op != "Conv" and self.w.ndim != 2) \
+                or (self.node.op == "Gemm" and self.node.attrs.get("transA", 0)):
+            return None
+        if self.out_in_layout():
+            w = np.concatenate([np.concatenate(row, axis=1) for row in blocks], axis=0)
+        else:
+            w = np.concatenate([np.concatenate([row[j] for row in blocks], axis=1) for j in range(len(blocks[0]))], axis=0)
+        c = self.transpose(e, e.Concat(*signals, axis=self.channel_axis()), w)
+        if len(blocks[0]) == 1:
+            return [c]
+        n_in = blocks[0][0].shape[1] if self.out_in_layout() else blocks[0][0].shape[0]
+        return e.op("Split", c, e.ints([n_in] * len(blocks[0])), axis=self.channel_axis(), outputs=len(blocks[0]))
+
     def filled(self, e, value: float):
         """A tensor shaped like x, every entry `value`."""
         return e.ConstantOfShape(e.shape_of(self.x), value=np.array([value], FLOAT))
@@ -275,15 +299,19 @@ def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None =
         x_pos = e.Add(x_pos, layer.forward(e, xn, wn))
     z_pos = plus_bias(x_pos, bp)
     s_pos = e.Div(dy, safe(e, z_pos))
-    r = e.Mul(xp, layer.transpose(e, s_pos, wp * alpha))
-    if signed:
-        r = e.Add(r, e.Mul(xn, layer.transpose(e, s_pos, wn * alpha)))
+    signals, blocks = [s_pos], [[wp * alpha, wn * alpha] if signed else [wp * alpha]]
     if beta:
         z_neg = plus_bias(e.Sub(z_node, x_pos), (zero if bn is None else bn) - b_node)  # x+ W- + x- W+ + bn
-        s_neg = e.Div(dy, safe(e, z_neg))
-        r = e.Sub(r, e.Mul(xp, layer.transpose(e, s_neg, wn * beta)))
-        if signed:
-            r = e.Sub(r, e.Mul(xn, layer.transpose(e, s_neg, wp * beta)))
+        signals.append(e.Div(dy, safe(e, z_neg)))
+        blocks.append([wn * -beta, wp * -beta] if signed else [wn * -beta])
+    # c+ (what x+ multiplies) and c- (what x- multiplies): all transposes in one pass where the layer allows
+    cs = layer.stacked_transpose(e, signals, blocks) if len(signals) * len(blocks[0]) > 1 else None
+    if cs is None:
+        cs = [e.add_all([layer.transpose(e, sig, row[j]) for sig, row in zip(signals, blocks)])
+              for j in range(len(blocks[0]))]
+    r = e.Mul(xp, cs[0])
+    if signed:
+        r = e.Add(r, e.Mul(xn, cs[1]))
     return layer.result(r)
 
 
