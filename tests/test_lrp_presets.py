@@ -306,3 +306,31 @@ def test_epsilon_lets_every_conv_relu_pair_fuse():
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm") and not n.name.startswith("nnx/")]
     followed_by_relu = [c for c in convs if readers.get(c.output[0]) == ["Relu"] or "Relu" in readers.get(c.output[0], [])]
     assert len(followed_by_relu) == 3 and all(readers[c.output[0]] == ["Relu"] for c in followed_by_relu)
+
+
+def test_unfused_batchnorm_rule_is_innvestigates():
+    """A BatchNormalization that cannot be folded (here it reads the model input) becomes Mul + Add;
+    the z-rule there gives iNNvestigate's BatchNormalization rule R_in = x * scale / y * R."""
+    rng = np.random.default_rng(4)
+    gamma, beta = rng.uniform(0.5, 1.5, 6).astype(np.float32), rng.uniform(-0.5, 0.5, 6).astype(np.float32)
+    mean, var = rng.uniform(-0.5, 0.5, 6).astype(np.float32), rng.uniform(0.5, 2, 6).astype(np.float32)
+    w, b = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    nodes = [helper.make_node("BatchNormalization", ["input", "g", "bt", "m", "v"], ["bn"], name="bn"),
+             helper.make_node("Gemm", ["bn", "w", "b"], ["logits"], name="fc")]
+    inits = {"g": gamma, "bt": beta, "m": mean, "v": var, "w": w, "b": b}
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
+                              [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    got = session(nnxplain.compile(proto, ["lrp.z"])).run(["lrp.z"], {"input": x})[0]
+    x64 = x.astype(np.float64)
+    scale = gamma / np.sqrt(var.astype(np.float64) + 1e-5)
+    y = x64 * scale + (beta - mean * scale)  # the BatchNormalization's output
+    logits = y @ w + b
+    R_out = np.zeros_like(logits)
+    k = logits.argmax(1)
+    R_out[np.arange(5), k] = logits[np.arange(5), k]
+    R_y = y * ((R_out / logits) @ w.T)  # LRP-z at the Gemm
+    want = x64 * scale / y * R_y  # iNNvestigate's BatchNormalization rule
+    assert relative_error(got, want) < TOL
