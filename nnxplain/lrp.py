@@ -145,7 +145,7 @@ class Layer:
         return out
 
 
-def nonnegative(t: gs.Tensor, _seen=None) -> bool:
+def nonnegative(t: gs.Tensor) -> bool:
     """True where the graph guarantees t >= 0 (a ReLU's output, or pooling / routing of one), so the
     negative part of t is zero and rules can skip it."""
     if not t.inputs:
@@ -156,6 +156,10 @@ def nonnegative(t: gs.Tensor, _seen=None) -> bool:
     if node.op == "Clip":
         low = node.inputs[1] if len(node.inputs) > 1 else None
         return isinstance(low, gs.Constant) and bool((low.values >= 0).all())
+    if node.op == "Pad" and node.attrs.get("mode", "constant") == "constant":
+        value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        if value is not None and not (isinstance(value, gs.Constant) and (value.values >= 0).all()):
+            return False  # a negative (or computed) padding value
     if node.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
                    "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "ReduceMean", "ReduceMax", "Slice",
                    "Split", "Pad"):
