@@ -181,7 +181,8 @@ def _methods(args):
     from .methods import available, load_method
     for name in available():
         method = load_method(name)
-        params = ", ".join(f"{k}={v}" for k, v in method.params.items())
+        params = ", ".join([f"{k}={v}" for k, v in method.params.items()] + [f"{k} (required)" for k in method.required]
+                           + [f"{k} (optional)" for k in method.optional])
         aka = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
         print(f"{name:<24} {method.description}{aka}" + (f" [{params}]" if params else ""))
 
@@ -191,39 +192,43 @@ def _support(args):
 
     from .backward import depends_on
     from .canonicalize import canonicalize
-    from .compiler import explained_inputs
+    from .compiler import explained_inputs, explained_output
     from .load import load
-    from .methods import available
+    from .methods import available, load_method, positions
 
     model = canonicalize(load(args.model))
     graph = gs.import_onnx(model)
-    methods = resolve_methods(args.method or available(), {})
+    methods = [load_method(m) for m in (args.method or available())]  # required parameters: reported below
     live = depends_on(graph, explained_inputs(graph))
+    where = positions(graph, explained_inputs(graph), explained_output(graph, None))
     backward = [m for m in methods if m.kind == "backward"]
     width = max([len(n.name or "") for n in graph.nodes] + [10])
     print("rule each method applies at each node (after canonicalization); NO: it cannot")
     print(f"  {'node':<{width}} {'op':<18} " + " ".join(f"{m.name:<16}" for m in backward))
     for node in graph.nodes:
-        cells = [_support_cell(m, node, live) for m in backward]
+        cells = [_support_cell(m, node, live, where) for m in backward]
         print(f"  {node.name or '(unnamed)':<{width}} {node.op:<18} " + " ".join(f"{c:<16}" for c in cells))
     print("methods:")
     failures = 0
     for method in methods:
         try:
-            compile(model, [method])
-            print(f"  {method.name:<24} applicable")
+            # parameters without a default get stand-ins: whether the model supports the method does not depend on them
+            stand_ins = {**{k: 0.0 for k in method.required}, **{k: 1.0 for k in method.optional[:1]}}
+            compile(model, [method], params=stand_ins)
+            given = f" (give {', '.join(stand_ins)})" if stand_ins else ""
+            print(f"  {method.name:<24} applicable{given}")
         except NnxplainError as exc:
             failures += 1
             print(f"  {method.name:<24} not applicable: {exc}")
     return 1 if failures == len(methods) else 0
 
 
-def _support_cell(method, node, live) -> str:
+def _support_cell(method, node, live, where=None) -> str:
     from .ops import VJP
     if not any(t.name in live for t in node.inputs):
         return "-"  # not between the input and the output: no backward needed
     try:
-        name, rule, _ = method.rule_for(node)
+        name, rule, _ = method.rule_for(node, where)
     except NnxplainError:
         return "NO (rule)"
     return name if name != "gradient" or node.op in VJP else "NO ADAPTER"

@@ -12,7 +12,8 @@ from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter
 from .errors import NnxplainError, UnsupportedError
 from .load import IR_VERSION, load
-from .methods import Method, load_method
+from .lrp import zero_where_zero
+from .methods import Method, load_method, positions
 from .patterns import BoundPatterns, as_patterns
 
 SELECTION_MODES = ("max_activation", "index", "all")
@@ -44,8 +45,9 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
     seed_value = e.Mul(mask, y)
+    seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
-        for x, relevance in explain(e, method, inputs, y, {"one": mask, "value": seed_value}[method.start], context):
+        for x, relevance in explain(e, method, inputs, y, seeds[method.start], context):
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
             graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
@@ -69,7 +71,7 @@ def resolve_methods(methods, params: dict) -> list[Method]:
         mine = {}
         for key, value in params.items():
             scope, _, name = key.rpartition(".") if key.startswith(method.name + ".") else ("", "", key)
-            if (scope == method.name or not scope) and name in method.params:
+            if (scope == method.name or not scope) and name in method.settable():
                 mine[name] = value
                 used.add(key)
         out.append(method.with_params(mine))
@@ -129,17 +131,21 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> gs.Tensor:
 
 def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, seed: gs.Tensor,
             context: dict | None = None) -> list:
-    """(input, the method's explanation tensor for it) for each input. `context` holds what rules
-    may need besides their parameters (see Rule.needs)."""
+    """(input, the method's explanation tensor for it) for each input."""
     if method.kind == "input":
         return [(x, e.Identity(x)) for x in inputs]
     if method.kind == "random":
         return [(x, e.RandomNormalLike(x, scale=float(method.params.get("stddev", 1.0)),
                                        seed=float(method.params.get("seed", 0)))) for x in inputs]
 
+    where = positions(e.graph, inputs, y)
+    method.check_patterns(e.graph, where)
+    # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
+    e.zero_where_zero = zero_where_zero(e.graph, lambda node: method.rule_for(node, where)[0])
+
     def rule_for(node):
-        _, rule, rule_params = method.rule_for(node)
-        extra = {need: (context or {})[need] for need in rule.needs}
+        _, rule, rule_params = method.rule_for(node, where)
+        extra = {need: (context or {})[need] for need in rule.needs}  # what the rule needs besides parameters
         return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params, **extra)
 
     relevance = propagate(e, {y.name: seed}, inputs, rule_for)

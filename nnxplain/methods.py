@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import NnxplainError
 from .patterns import PATTERN_TYPES
-from .propagation import RULES, Rule
+from .propagation import RULES, Rule, rule_params
 
 # Op groups a pattern can name instead of op types.
 GROUPS = {
@@ -27,7 +27,8 @@ GROUPS = {
     "concat": {"Concat"},
 }
 KINDS = {"backward", "input", "random"}
-STARTS = {"one", "value"}
+STARTS = {"one", "value", "positive_value"}
+POSITIONS = {"first", "last"}
 POSTPROCESS = {"none", "abs", "square"}
 
 
@@ -35,9 +36,19 @@ POSTPROCESS = {"none", "abs", "square"}
 class Pattern:
     ops: set[str] | None = None   # op types (groups expanded); None matches every op
     name: str | None = None       # fnmatch glob on the node name
+    position: str | None = None   # "first": linear layers reached from the input through no other linear
+                                  # layer; "last": those the output is reached from through no other one
 
-    def matches(self, node: gs.Node) -> bool:
+    def matches(self, node: gs.Node, positions: dict | None = None) -> bool:
+        if self.position is not None and id(node) not in (positions or {}).get(self.position, ()):
+            return False
         return (self.ops is None or node.op in self.ops) and (self.name is None or fnmatch.fnmatch(node.name, self.name))
+
+    def describe(self) -> str:
+        parts = ([f"ops {'/'.join(sorted(self.ops))}"] if self.ops is not None else []) + \
+                ([f"name '{self.name}'"] if self.name is not None else []) + \
+                ([f"position '{self.position}'"] if self.position is not None else [])
+        return ", ".join(parts) or "every node"
 
 
 @dataclass
@@ -45,6 +56,8 @@ class RuleEntry:
     pattern: Pattern
     rule: str
     params: dict = field(default_factory=dict)
+    index: int = 0                # 1-based position in its file
+    source: str = ""
 
 
 @dataclass
@@ -57,6 +70,10 @@ class Method:
     params: dict = field(default_factory=dict)
     rules: list[RuleEntry] = field(default_factory=list)
     source: str = ""
+    required: list[str] = field(default_factory=list)  # float parameters without a default, to be given
+    optional: list[str] = field(default_factory=list)  # float parameters without a default, may be given
+    strict: bool = False          # every node on the backward path must match a rule entry
+    default: str = "gradient"     # the rule of nodes no entry matches (when not strict)
     aliases: list[str] = field(default_factory=list)
 
     @property
@@ -64,17 +81,20 @@ class Method:
         """What the method's rules need from the compiler besides parameters (e.g. "patterns")."""
         return {need for entry in self.rules for need in RULES[entry.rule].needs}
 
+    def settable(self) -> list[str]:
+        return sorted(set(self.params) | set(self.required) | set(self.optional))
+
     def with_params(self, overrides: dict) -> "Method":
-        unknown = sorted(set(overrides) - set(self.params))
+        unknown = sorted(set(overrides) - set(self.settable()))
         if unknown:
-            known = ", ".join(sorted(self.params)) or "none"
+            known = ", ".join(self.settable()) or "none"
             raise NnxplainError(f"method '{self.name}' has no parameter '{unknown[0]}' (its parameters: {known})")
-        params = {k: _coerce(self.name, k, v, self.params[k]) for k, v in overrides.items()}
+        params = {k: _coerce(self.name, k, v, self.params.get(k, 0.0)) for k, v in overrides.items()}
         method = Method(**{**self.__dict__, "params": {**self.params, **params}})
-        method.validate()
+        method.validate(final=True)
         return method
 
-    def validate(self):
+    def validate(self, final: bool = False):
         post = self.params.get("postprocess", "none")
         if post not in POSTPROCESS:
             raise NnxplainError(f"method '{self.name}': postprocess must be one of {sorted(POSTPROCESS)}, got '{post}'")
@@ -82,17 +102,38 @@ class Method:
         if pattern_type not in PATTERN_TYPES:
             raise NnxplainError(f"method '{self.name}': pattern_type must be one of {', '.join(PATTERN_TYPES)}, "
                                 f"got '{pattern_type}'")
+        missing = [k for k in self.required if k not in self.params]
+        if final and missing:
+            raise NnxplainError(f"method '{self.name}' needs parameter '{missing[0]}' (give --param {missing[0]}=VALUE, "
+                                f"or {missing[0]}=... to create_analyzer)")
 
-    def rule_for(self, node: gs.Node) -> tuple[str, Rule, dict]:
-        """The first rule entry whose pattern matches the node; the op's gradient otherwise."""
+    def rule_for(self, node: gs.Node, positions: dict | None = None) -> tuple[str, Rule, dict]:
+        """The first rule entry whose pattern matches the node, and the rule's parameters: those the
+        entry sets, else the method's parameters of the same name, else the rule's defaults. Nodes no
+        entry matches get the method's default rule (the op's gradient), or an error if it is strict."""
         for entry in self.rules:
-            if entry.pattern.matches(node):
+            if entry.pattern.matches(node, positions):
                 rule = RULES[entry.rule]
                 if rule.ops is not None and node.op not in rule.ops:
-                    raise NnxplainError(f"method '{self.name}': rule '{entry.rule}' matched node '{node.name}' "
-                                        f"(op {node.op}) but applies only to {', '.join(sorted(rule.ops))}")
-                return entry.rule, rule, entry.params
-        return "gradient", RULES["gradient"], {}
+                    raise NnxplainError(f"method '{self.name}': rule '{entry.rule}' ({entry.source} entry {entry.index}: "
+                                        f"{entry.pattern.describe()}) matched node '{node.name}' (op {node.op}) but "
+                                        f"applies only to {', '.join(sorted(rule.ops))}")
+                accepted = rule_params(rule.fn)
+                params = {k: v for k, v in self.params.items() if k in accepted}
+                return entry.rule, rule, {**params, **entry.params}
+        if self.strict:
+            raise NnxplainError(f"method '{self.name}': node '{node.name}' (op {node.op}) is matched by no rule entry "
+                                f"(expected one of: {'; '.join(e.pattern.describe() for e in self.rules)})")
+        return self.default, RULES[self.default], {}
+
+    def check_patterns(self, graph: gs.Graph, positions: dict):
+        """A rule entry that names nodes (by glob or position) must match at least one node."""
+        for entry in self.rules:
+            if entry.pattern.name is None and entry.pattern.position is None:
+                continue
+            if not any(entry.pattern.matches(n, positions) for n in graph.nodes):
+                raise NnxplainError(f"method '{self.name}': {entry.source} entry {entry.index} "
+                                    f"({entry.pattern.describe()}) matches no node of the model")
 
 
 def _coerce(method: str, key: str, value, default):
@@ -117,7 +158,8 @@ def builtin_dir() -> Path:
 
 
 def available() -> list[str]:
-    return sorted(p.name[:-len(".toml")] for p in builtin_dir().glob("*.toml"))
+    """Built-in methods; files whose name starts with '_' are shared parts that methods include."""
+    return sorted(p.name[:-len(".toml")] for p in builtin_dir().glob("*.toml") if not p.name.startswith("_"))
 
 
 def aliases() -> dict[str, str]:
@@ -132,50 +174,130 @@ def aliases() -> dict[str, str]:
 def load_method(name_or_path: str | os.PathLike) -> Method:
     """A built-in method by name (`gradient`) or alias, or a method file by path. A method loaded by
     an alias carries the alias as its name, so its output is named as the user asked."""
-    path = Path(name_or_path)
-    if not (path.suffix == ".toml" and path.is_file()):
-        name = str(name_or_path)
-        path = builtin_dir() / f"{aliases().get(name, name)}.toml"
-        if not path.is_file():
-            raise NnxplainError(f"unknown method '{name_or_path}' (available: {', '.join(available())})")
-        if name in aliases():
-            return parse_method(_read(path), default_name=name, source=str(path), name=name)
+    path = _find(name_or_path)
+    if path is None and str(name_or_path) in aliases():
+        path = builtin_dir() / f"{aliases()[str(name_or_path)]}.toml"
+        return parse_method(_read(path), default_name=str(name_or_path), source=str(path), name=str(name_or_path))
+    if path is None:
+        raise NnxplainError(f"unknown method '{name_or_path}' (available: {', '.join(available())})")
     return parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path))
+
+
+def _find(name_or_path, relative_to: Path | None = None) -> Path | None:
+    path = Path(name_or_path)
+    candidates = [path] + ([relative_to / path] if relative_to is not None else [])
+    for c in candidates:
+        if c.suffix == ".toml" and c.is_file():
+            return c
+    builtin = builtin_dir() / f"{name_or_path}.toml"
+    return builtin if builtin.is_file() else None
 
 
 def _read(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise NnxplainError(f"{path}: not a readable method file ({exc})") from None
 
 
-def parse_method(data: dict, default_name: str, source: str = "", name: str | None = None) -> Method:
+def parse_method(data: dict, default_name: str, source: str = "", _including: tuple = (),
+                 name: str | None = None) -> Method:
     where = source or default_name
-    allowed = {"name", "description", "kind", "start", "times_input", "params", "rule", "aliases"}
+    allowed = {"name", "description", "kind", "start", "times_input", "params", "rule", "include", "required",
+               "optional", "strict", "default", "aliases"}
     extra = sorted(set(data) - allowed)
     if extra:
         raise NnxplainError(f"{where}: unknown key '{extra[0]}' (allowed: {', '.join(sorted(allowed))})")
-    kind, start = data.get("kind", "backward"), data.get("start", "one")
-    if kind not in KINDS:
+    kind, start = data.get("kind"), data.get("start")
+    if kind is not None and kind not in KINDS:
         raise NnxplainError(f"{where}: kind must be one of {sorted(KINDS)}, got '{kind}'")
-    if start not in STARTS:
+    if start is not None and start not in STARTS:
         raise NnxplainError(f"{where}: start must be one of {sorted(STARTS)}, got '{start}'")
+    default = data.get("default", "gradient")
+    if default not in RULES:
+        raise NnxplainError(f"{where}: default names rule '{default}' (known rules: {', '.join(sorted(RULES))})")
+    params = dict(data.get("params", {}))
+    required, optional = list(data.get("required", [])), list(data.get("optional", []))
+    for key in required + optional:
+        if key in params:
+            raise NnxplainError(f"{where}: parameter '{key}' is listed as required/optional and also has a default")
     entries = []
     for i, raw in enumerate(data.get("rule", [])):
-        raw = dict(raw)
-        rule = raw.pop("rule", None)
-        if rule not in RULES:
-            raise NnxplainError(f"{where}: rule entry {i + 1} names rule '{rule}' (known rules: {', '.join(sorted(RULES))})")
-        ops = raw.pop("ops", None)
-        pattern = Pattern(ops=None if ops is None else _expand(ops, where), name=raw.pop("name", None))
-        entries.append(RuleEntry(pattern, rule, raw))
+        entries.append(_entry(dict(raw), i + 1, where, set(params) | set(required) | set(optional)))
+    strict = bool(data.get("strict", False))
+    for included in ([data["include"]] if isinstance(data.get("include"), str) else data.get("include", [])):
+        base_dir = Path(source).parent if source else None
+        path = _find(included, base_dir)
+        if path is None:
+            raise NnxplainError(f"{where}: include '{included}' is neither a file nor a built-in part")
+        if str(path) in _including:
+            raise NnxplainError(f"{where}: include '{included}' includes itself")
+        part = parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path),
+                            _including=_including + (str(path),))
+        entries += part.rules  # the including file's entries come first: the first match wins
+        params = {**part.params, **params}
+        required += [k for k in part.required if k not in required and k not in params]
+        optional += [k for k in part.optional if k not in optional and k not in params]
+        strict = strict or part.strict
+        kind = kind or part.kind
+        start = start or part.start
+    kind, start = kind or "backward", start or "one"
     method = Method(name=name or data.get("name", default_name), description=data.get("description", ""), kind=kind,
-                    start=start, times_input=bool(data.get("times_input", False)),
-                    params=dict(data.get("params", {})), rules=entries, source=source,
+                    start=start, times_input=bool(data.get("times_input", False)), params=params, rules=entries,
+                    source=source, required=required, optional=optional, strict=strict, default=default,
                     aliases=list(data.get("aliases", [])))
     method.validate()
     return method
+
+
+def _entry(raw: dict, index: int, where: str, method_params: set) -> RuleEntry:
+    rule = raw.pop("rule", None)
+    if rule not in RULES:
+        raise NnxplainError(f"{where}: rule entry {index} names rule '{rule}' (known rules: {', '.join(sorted(RULES))})")
+    ops = raw.pop("ops", None)
+    position = raw.pop("position", None)
+    if position is not None and position not in POSITIONS:
+        raise NnxplainError(f"{where}: rule entry {index}: position must be one of {sorted(POSITIONS)}, got '{position}'")
+    pattern = Pattern(ops=None if ops is None else _expand(ops, where), name=raw.pop("name", None), position=position)
+    accepted = rule_params(RULES[rule].fn)
+    unknown = sorted(set(raw) - set(accepted))
+    if unknown:
+        raise NnxplainError(f"{where}: rule entry {index}: rule '{rule}' has no parameter '{unknown[0]}' "
+                            f"(its parameters: {', '.join(accepted) or 'none'})")
+    return RuleEntry(pattern, rule, raw, index=index, source=Path(where).name)
+
+
+def positions(graph: gs.Graph, inputs: list, output) -> dict[str, set[int]]:
+    """The nodes (by id) at each position: "first", the linear layers reached from an input through no
+    other linear layer (their activation input); "last", those from which the output is reached
+    through no other linear layer."""
+    from .ops import LINEAR
+
+    def is_linear(node):
+        return node.op in LINEAR and LINEAR[node.op](node) is not None
+
+    first, seen, todo = set(), set(), [t for t in inputs]
+    while todo:
+        t = todo.pop()
+        for node in t.outputs:
+            if is_linear(node):
+                if node.inputs[LINEAR[node.op](node).x] is t:
+                    first.add(id(node))
+                continue
+            if id(node) not in seen:
+                seen.add(id(node))
+                todo.extend(node.outputs)
+    last, seen, todo = set(), set(), [output]
+    while todo:
+        t = todo.pop()
+        for node in t.inputs:
+            if is_linear(node):
+                last.add(id(node))
+                continue
+            if id(node) not in seen:
+                seen.add(id(node))
+                todo.extend(i for i in node.inputs if not isinstance(i, gs.Constant))
+    return {"first": first, "last": last}
 
 
 def _expand(ops: list[str], where: str) -> set[str]:

@@ -6,6 +6,7 @@ has a gradient adapter), so a method that maps it elsewhere fails with a clear m
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, NamedTuple
 
 from .errors import UnsupportedError
@@ -65,3 +66,12 @@ RULES: dict[str, Rule] = {
     "pattern_attribution": Rule(pattern_attribution, LINEAR_OPS, "transpose with weights times patterns",
                                 ("patterns",)),
 }
+
+
+def rule_params(fn: Callable) -> dict:
+    """A rule function's parameters (those after e, node and the relevance) with their defaults."""
+    return {p.name: p.default for p in list(inspect.signature(fn).parameters.values())[2:]
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is not p.empty}
+
+
+from . import lrp  # noqa: E402,F401  (registers the LRP rules into RULES)

@@ -1,0 +1,396 @@
+"""LRP and Deep Taylor rules: how relevance crosses one node, registered into propagation.RULES.
+
+Every rule for a linear layer is written once against `LINEAR[node.op](node)` (Conv of any rank,
+grouped and depthwise; Gemm; MatMul with a constant weight) with the gradient trick:
+
+    z = sum_k forward(x_k, W_k) (+ b')      the layer run on modified inputs / weights
+    s = R / stabilized(z)
+    R_in = sum_k x_k * transpose(s, W_k)
+
+Weight modifications (W+, W-, W + gamma W+, W^2, ones) are computed with numpy when the graph is
+compiled and stored as constants; only the activations' sign split runs in the graph.
+
+Divisions use iNNvestigate's SafeDivide (z + eps where z == 0, eps = 1e-7) except the epsilon rule,
+whose stabilizer is z + epsilon * sign(z) with sign(0) = +1 (built with Where: ONNX's Sign(0) is 0).
+
+Nodes that are not linear layers:
+  - `pass`: relevance passes unchanged (activations: Relu, LeakyRelu, Clip, Sigmoid, Tanh).
+  - `z` / `epsilon` on ops linear in their computed input (Add, Sub, AveragePool, GlobalAveragePool,
+    ReduceMean, ReduceSum, and Mul / Div by a constant): relevance in proportion to each input's
+    contribution, R_i = x_i * vjp(R / z)_i. A constant operand (a bias, BatchNormalization's shift)
+    absorbs its share; Mul / Div by a constant pass relevance unchanged.
+  - `gradient` (propagation.py): max pooling (winner takes all) and routing ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .emitter import FLOAT
+from .ops import LINEAR, VJP
+from .propagation import RULES, Rule
+
+SAFE_EPS = 1e-7  # iNNvestigate's SafeDivide factor (Keras' epsilon)
+LINEAR_OPS = frozenset(LINEAR)
+PROPORTIONAL_OPS = frozenset({"Add", "Sub", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum",
+                              "Mul", "Div"})
+PASS_OPS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Dropout"})
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def safe(e, z):
+    """z with exact zeros replaced by a tiny positive number (iNNvestigate's SafeDivide)."""
+    return e.Where(e.Equal(z, 0.0), SAFE_EPS, z)
+
+
+def stabilized(e, z, epsilon: float):
+    """z + epsilon * sign(z), sign(0) = +1."""
+    return e.Add(z, e.Where(e.GreaterOrEqual(z, 0.0), float(epsilon), float(-epsilon)))
+
+
+def positive(e, x):
+    return e.Relu(x)
+
+
+def negative(e, x):
+    return e.Neg(e.Relu(e.Neg(x)))  # min(x, 0)
+
+
+class Layer:
+    """A linear node seen through LINEAR: its activation input, constant weight and bias, and the
+    sign of the scale its forward applies (Gemm's alpha and beta), so W+ means the weights whose
+    effect is positive."""
+
+    def __init__(self, node: gs.Node, rule: str):
+        lin = LINEAR[node.op](node) if node.op in LINEAR else None
+        w = node.inputs[lin.weight] if lin is not None else None
+        if lin is None or not isinstance(w, gs.Constant):
+            found = "a computed weight" if node.op in LINEAR else f"op {node.op}"
+            raise ValueError(f"rule '{rule}' needs a linear layer (Conv, Gemm, MatMul) with a constant weight, "
+                             f"found {found}")
+        self.node, self.lin = node, lin
+        self.x = node.inputs[lin.x]
+        self.w = w.values.astype(np.float64)
+        b = node.inputs[lin.bias] if lin.bias is not None and lin.bias < len(node.inputs) else None
+        if b is not None and not b.name:
+            b = None
+        if b is not None and not isinstance(b, gs.Constant):
+            raise ValueError(f"rule '{rule}' needs a constant bias, found a computed one ('{b.name}')")
+        self.b = None if b is None else b.values.astype(np.float64)
+        self.w_sign = float(np.sign(node.attrs.get("alpha", 1.0))) if node.op == "Gemm" else 1.0
+        self.b_sign = float(np.sign(node.attrs.get("beta", 1.0))) if node.op == "Gemm" else 1.0
+
+    # weight and bias parts (numpy, compile time)
+    def w_pos(self):
+        return self.w * (self.w_sign * self.w > 0)
+
+    def w_neg(self):
+        return self.w * (self.w_sign * self.w < 0)
+
+    def b_pos(self):
+        return None if self.b is None else self.b * (self.b_sign * self.b > 0)
+
+    def b_neg(self):
+        return None if self.b is None else self.b * (self.b_sign * self.b < 0)
+
+    # graph emission
+    def const(self, e, a):
+        return None if a is None else e.const(a.astype(FLOAT))
+
+    def forward(self, e, x, w, b=None):
+        return self.lin.forward(e, self.node, x, self.const(e, w), self.const(e, b))
+
+    def bias_term(self, e, b):
+        """b as the forward adds it to the output (Gemm: times beta; Conv: per channel)."""
+        if self.node.op == "Gemm":
+            return e.const((self.node.attrs.get("beta", 1.0) * b).astype(FLOAT))
+        rank = len(self.node.outputs[0].shape or []) or (self.w.ndim if self.node.op == "Conv" else 2)
+        return e.const(b.reshape([-1] + [1] * (rank - 2)).astype(FLOAT) if self.node.op == "Conv" else b.astype(FLOAT))
+
+    def transpose(self, e, s, w):
+        return self.lin.transpose(e, self.node, s, self.const(e, w))
+
+    def out_in_layout(self) -> bool:
+        """Whether the weight is stored [out, in, ...] (Conv, Gemm with transB) or [in, out] (Gemm, MatMul)."""
+        return self.node.op == "Conv" or (self.node.op == "Gemm" and self.node.attrs.get("transB", 0))
+
+    def channel_axis(self) -> int:
+        return 1 if self.node.op == "Conv" else -1
+
+    def stacked_transpose(self, e, signals: list, blocks: list[list[np.ndarray]]):
+        """Several transposes in one pass of the layer: out_j = sum_i transpose(signals[i], blocks[i][j]),
+        as one transpose of the signals concatenated along the channel axis with the block weight.
+        None where the layer cannot be stacked (grouped Conv, a weight that is not a matrix)."""
+        if (self.node.op == "Conv" and self.node.attrs.get("group", 1) != 1) or (self.node.op != "Conv" and self.w.ndim != 2) \
+                or (self.node.op == "Gemm" and self.node.attrs.get("transA", 0)):
+            return None
+        if self.out_in_layout():
+            w = np.concatenate([np.concatenate(row, axis=1) for row in blocks], axis=0)
+        else:
+            w = np.concatenate([np.concatenate([row[j] for row in blocks], axis=1) for j in range(len(blocks[0]))], axis=0)
+        c = self.transpose(e, e.Concat(*signals, axis=self.channel_axis()), w)
+        if len(blocks[0]) == 1:
+            return [c]
+        n_in = blocks[0][0].shape[1] if self.out_in_layout() else blocks[0][0].shape[0]
+        return e.op("Split", c, e.ints([n_in] * len(blocks[0])), axis=self.channel_axis(), outputs=len(blocks[0]))
+
+    def filled(self, e, value: float):
+        """A tensor shaped like x, every entry `value`."""
+        return e.ConstantOfShape(e.shape_of(self.x), value=np.array([value], FLOAT))
+
+    def result(self, r_in):
+        out = [None] * len(self.node.inputs)
+        out[self.lin.x] = r_in
+        return out
+
+
+def nonnegative(t: gs.Tensor) -> bool:
+    """True where the graph guarantees t >= 0 (a ReLU's output, or pooling / routing of one), so the
+    negative part of t is zero and rules can skip it."""
+    if not t.inputs:
+        return isinstance(t, gs.Constant) and bool((t.values >= 0).all())
+    node = t.inputs[0]
+    if node.op in ("Relu", "Sigmoid"):
+        return True
+    if node.op == "Clip":
+        low = node.inputs[1] if len(node.inputs) > 1 else None
+        return isinstance(low, gs.Constant) and bool((low.values >= 0).all())
+    if node.op == "Pad" and node.attrs.get("mode", "constant") == "constant":
+        value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        if value is not None and not (isinstance(value, gs.Constant) and (value.values >= 0).all()):
+            return False  # a negative (or computed) padding value
+    if node.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
+                   "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "ReduceMean", "ReduceMax", "Slice",
+                   "Split", "Pad"):
+        return nonnegative(node.inputs[0])
+    if node.op == "Concat":
+        return all(nonnegative(i) for i in node.inputs)
+    return False
+
+
+# Rules whose relevance at the input is x times something: zero wherever x is zero.
+TIMES_INPUT_RULES = {"z", "epsilon", "gamma", "alpha_beta", "z_plus_fast"}
+ZERO_PRESERVING = {"Relu", "LeakyRelu", "Tanh", "Identity", "Dropout", "Clip"}  # f(0) = 0 (Clip: 0 in range)
+ROUTING = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice", "Pad", "Identity",
+           "MaxPool", "GlobalMaxPool"}
+
+
+def zero_where_zero(graph: gs.Graph, rule_name) -> set[str]:
+    """Names of the tensors whose relevance is provably 0 wherever the tensor itself is 0, given the
+    rule each consumer uses (`rule_name(node)`): every consumer's rule multiplies by its input, or
+    passes / routes relevance from outputs that have the property. Graph outputs are left out."""
+    outputs = {t.name for t in graph.outputs}
+    known: set[str] = set()
+    for node in reversed(list(graph.nodes)):
+        for t in node.inputs:
+            if isinstance(t, gs.Constant) or t.name in outputs or t.name in known:
+                continue
+            if all(_keeps_zero(c, t, rule_name, known) for c in t.outputs):
+                known.add(t.name)
+    return known
+
+
+def _keeps_zero(consumer, t, rule_name, known) -> bool:
+    try:
+        rule = rule_name(consumer)
+    except Exception:  # no rule for this node: say nothing about it
+        return False
+    if rule in TIMES_INPUT_RULES:
+        return consumer.op in PROPORTIONAL_OPS or (consumer.op in LINEAR and consumer.inputs[0] is t)
+    if consumer.op == "Clip":
+        low, high = (list(consumer.inputs[1:]) + [None, None])[:2]
+        if not all(b is None or not b.name or (isinstance(b, gs.Constant) and (b.values <= 0 if b is low else
+                                                                                  b.values >= 0).all())
+                   for b in (low, high)):
+            return False
+    passes = (rule == "pass" and consumer.op in ZERO_PRESERVING) or (rule == "gradient" and consumer.op in ROUTING)
+    return passes and all(o.name in known for o in consumer.outputs)
+
+
+def relu_after(e, node) -> gs.Tensor | None:
+    """The output a = Relu(z) of a linear node whose output z only feeds that ReLU, when the relevance
+    at a is 0 wherever a is 0 (see zero_where_zero): then z may be read as a. Where z > 0, a = z;
+    where z <= 0 the relevance is 0, so the quotient R / z is 0 whatever stands in for z. Reading a
+    instead of z lets ONNX Runtime fuse the forward Conv + Relu."""
+    z = node.outputs[0]
+    consumers = list(z.outputs)
+    if len(consumers) != 1 or consumers[0].op != "Relu" or any(t is z for t in e.graph.outputs):
+        return None
+    a = consumers[0].outputs[0]
+    return a if a.name in getattr(e, "zero_where_zero", ()) else None
+
+
+# ------------------------------------------------------------------------------------ linear rules
+
+def _proportional(e, node, dy, divide):
+    """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output)."""
+    live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)]
+    if node.op in ("Mul", "Div") and (len(live) != 1 or (node.op == "Div" and live != [0])):
+        raise ValueError(f"the z-rule on {node.op} needs one computed operand and a constant "
+                         f"(a scale), found {len(live)} computed operands")
+    grads = VJP[node.op](e, node, divide(e, node.outputs[0], dy))
+    return [e.Mul(node.inputs[i], g) if i in live and g is not None else None for i, g in enumerate(grads)]
+
+
+def lrp_z(e, node, dy, ignore_bias: bool = False):
+    """LRP-z (LRP-0): R_i = x_i w_ij / z_j R_j; `ignore_bias` drops b from z (iNNvestigate's _IB)."""
+    if node.op not in LINEAR:
+        return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, safe(e_, z)))
+    layer = Layer(node, "z")
+    z = layer.forward(e, layer.x, layer.w) if ignore_bias and layer.b is not None else (
+        relu_after(e, node) or node.outputs[0])
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), layer.w)))
+
+
+def lrp_epsilon(e, node, dy, epsilon: float = 1e-7, ignore_bias: bool = False):
+    """LRP-epsilon: z stabilized by epsilon * sign(z) (sign(0) = +1); reuses the forward pre-activation."""
+    if node.op not in LINEAR:
+        return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, stabilized(e_, z, epsilon)))
+    layer = Layer(node, "epsilon")
+    if ignore_bias and layer.b is not None:
+        denominator = stabilized(e, layer.forward(e, layer.x, layer.w), epsilon)
+    else:
+        a = relu_after(e, node)  # a >= 0: its stabilizer is a + epsilon
+        denominator = e.Add(a, float(epsilon)) if a is not None else stabilized(e, node.outputs[0], epsilon)
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, denominator), layer.w)))
+
+
+def lrp_gamma(e, node, dy, gamma: float = 0.25, ignore_bias: bool = False):
+    """LRP-gamma: weights (and bias) W + gamma * W+ favour positive contributions."""
+    layer = Layer(node, "gamma")
+    w = layer.w + gamma * layer.w_pos()
+    b = None if ignore_bias or layer.b is None else layer.b + gamma * layer.b_pos()
+    z = layer.forward(e, layer.x, w, b)
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), w)))
+
+
+def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None = None,
+                   ignore_bias: bool = False, bias_split: bool = True):
+    """LRP-alpha-beta: alpha * (positive contributions' share) - beta * (negative contributions' share).
+
+    Positive contributions are x+ W+ and x- W-, negative ones x+ W- and x- W+. With `bias_split`
+    (zennit) b+ joins the positive and b- the negative denominator; without it (iNNvestigate) the
+    whole bias joins both.
+    """
+    alpha, beta = alpha_beta_params(alpha, beta)
+    layer = Layer(node, "alpha_beta")
+    x = layer.x
+    wp, wn = layer.w_pos(), layer.w_neg()
+    if ignore_bias or layer.b is None:
+        bp = bn = None
+    elif bias_split:
+        bp, bn = layer.b_pos(), layer.b_neg()
+    else:
+        bp = bn = layer.b
+    zero = np.zeros(1)
+    b_node = zero if layer.b is None else layer.b
+
+    def plus_bias(z, b):
+        b = zero if b is None else b
+        return e.Add(z, layer.bias_term(e, np.broadcast_to(b, np.shape(b_node)).copy())) if np.any(b != 0) else z
+
+    # The node's own output is x W + b (where relu_after applies, its ReLU's output stands in for it):
+    # the negative pre-activation is that minus the positive one, which saves passes of the layer.
+    # Its quotient can be huge where there are no negative contributions (z- ~ 0 up to rounding), but
+    # then every term it multiplies below is exactly 0: the transposes stay split by sign for that.
+    z_node = relu_after(e, node) or node.outputs[0]
+    signed = not nonnegative(x)  # after a ReLU the negative part of x is 0: its terms are skipped
+    xp = positive(e, x) if signed else x
+    xn = negative(e, x) if signed else None
+    x_pos = layer.forward(e, xp, wp)  # positive contributions x+ W+ + x- W-
+    if signed:
+        x_pos = e.Add(x_pos, layer.forward(e, xn, wn))
+    z_pos = plus_bias(x_pos, bp)
+    s_pos = e.Div(dy, safe(e, z_pos))
+    signals, blocks = [s_pos], [[wp * alpha, wn * alpha] if signed else [wp * alpha]]
+    if beta:
+        z_neg = plus_bias(e.Sub(z_node, x_pos), (zero if bn is None else bn) - b_node)  # x+ W- + x- W+ + bn
+        signals.append(e.Div(dy, safe(e, z_neg)))
+        blocks.append([wn * -beta, wp * -beta] if signed else [wn * -beta])
+    # c+ (what x+ multiplies) and c- (what x- multiplies): all transposes in one pass where the layer allows
+    cs = layer.stacked_transpose(e, signals, blocks) if len(signals) * len(blocks[0]) > 1 else None
+    if cs is None:
+        cs = [e.add_all([layer.transpose(e, sig, row[j]) for sig, row in zip(signals, blocks)])
+              for j in range(len(blocks[0]))]
+    r = e.Mul(xp, cs[0])
+    if signed:
+        r = e.Add(r, e.Mul(xn, cs[1]))
+    return layer.result(r)
+
+
+def alpha_beta_params(alpha, beta) -> tuple[float, float]:
+    """iNNvestigate's convention: give alpha or beta (the other follows from alpha - beta = 1) or both."""
+    if alpha is None and beta is None:
+        raise ValueError("rule 'alpha_beta' needs alpha or beta (alpha - beta = 1)")
+    alpha = float(beta) + 1.0 if alpha is None else float(alpha)
+    beta = alpha - 1.0 if beta is None else float(beta)
+    if abs(alpha - beta - 1.0) > 1e-9 or beta < 0:
+        raise ValueError(f"rule 'alpha_beta' needs alpha - beta = 1 and beta >= 0, got alpha={alpha}, beta={beta}")
+    return alpha, beta
+
+
+def lrp_z_plus_fast(e, node, dy):
+    """z+ fast (iNNvestigate): W+ applied to x as it is (assumes x >= 0), no bias."""
+    layer = Layer(node, "z_plus_fast")
+    w = layer.w_pos()
+    z = layer.forward(e, layer.x, w)
+    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), w)))
+
+
+def _input_free(e, node, dy, w, rule):
+    """R_in = W'^T (R / (W' 1)): relevance spread by the modified weights alone (w-square, flat)."""
+    layer = Layer(node, rule)
+    z = layer.forward(e, layer.filled(e, 1.0), w)
+    return layer.result(layer.transpose(e, e.Div(dy, safe(e, z)), w))
+
+
+def lrp_w_square(e, node, dy):
+    """w^2 rule (Montavon et al. 2017): R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j, independent of x; no bias."""
+    return _input_free(e, node, dy, Layer(node, "w_square").w ** 2, "w_square")
+
+
+def lrp_flat(e, node, dy):
+    """Flat rule: R_j spread evenly over the inputs in its receptive field; no bias."""
+    return _input_free(e, node, dy, np.ones_like(Layer(node, "flat").w), "flat")
+
+
+def lrp_bounded(e, node, dy, low: float = -1.0, high: float = 1.0, ignore_bias: bool = True):
+    """z^B (Montavon et al. 2017) for inputs in [low, high]: z = x W - low W+ - high W- (no bias by default,
+    as iNNvestigate's BoundedRule; zennit's ZBox cancels its bias terms the same way)."""
+    if not low <= high:
+        raise ValueError(f"rule 'bounded' needs low <= high, got low={low}, high={high}")
+    layer = Layer(node, "bounded")
+    x, wp, wn = layer.x, layer.w_pos(), layer.w_neg()
+    lo, hi = layer.filled(e, float(low)), layer.filled(e, float(high))
+    b = None if ignore_bias else layer.b
+    z = e.Sub(e.Sub(layer.forward(e, x, layer.w, b), layer.forward(e, lo, wp)), layer.forward(e, hi, wn))
+    s = e.Div(dy, safe(e, z))
+    r = e.Mul(x, layer.transpose(e, s, layer.w))
+    r = e.Sub(r, e.Mul(lo, layer.transpose(e, s, wp)))
+    r = e.Sub(r, e.Mul(hi, layer.transpose(e, s, wn)))
+    return layer.result(r)
+
+
+def pass_through(e, node, dy):
+    """Relevance passes unchanged (activations; Captum's IdentityRule on a layer that keeps its input's shape)."""
+    if node.op in LINEAR:
+        layer = Layer(node, "pass")
+        xs, ys = layer.x.shape, node.outputs[0].shape
+        if xs is None or ys is None or list(xs)[1:] != list(ys)[1:] or not all(isinstance(d, int) for d in list(xs)[1:]):
+            raise ValueError(f"rule 'pass' needs an output shaped like the input, found input {xs} and output {ys}")
+        return layer.result(dy)
+    return [dy] + [None] * (len(node.inputs) - 1)
+
+
+RULES.update({
+    "z": Rule(lrp_z, LINEAR_OPS | PROPORTIONAL_OPS, "LRP-z: relevance in proportion to the contributions x_i w_ij"),
+    "epsilon": Rule(lrp_epsilon, LINEAR_OPS | PROPORTIONAL_OPS, "LRP-epsilon: z + epsilon * sign(z) absorbs weak relevance"),
+    "gamma": Rule(lrp_gamma, LINEAR_OPS, "LRP-gamma: W + gamma W+ favours positive contributions"),
+    "alpha_beta": Rule(lrp_alpha_beta, LINEAR_OPS, "LRP-alpha-beta: alpha positive minus beta negative shares"),
+    "z_plus_fast": Rule(lrp_z_plus_fast, LINEAR_OPS, "z+ with W+ on the input as it is, no bias"),
+    "w_square": Rule(lrp_w_square, LINEAR_OPS, "w^2: relevance spread by the squared weights"),
+    "flat": Rule(lrp_flat, LINEAR_OPS, "flat: relevance spread evenly over the receptive field"),
+    "bounded": Rule(lrp_bounded, LINEAR_OPS, "z^B: Deep Taylor for inputs bounded by low and high"),
+    "pass": Rule(pass_through, PASS_OPS | LINEAR_OPS, "relevance passes unchanged (activations; same-shape layers)"),
+})
