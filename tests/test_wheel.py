@@ -35,10 +35,8 @@ def test_installed_wheel_finds_its_methods(wheel, tmp_path):
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run(pip + ["--no-deps", str(wheel)], check=True, capture_output=True, text=True, timeout=300)
-    deps = subprocess.run(pip + ["numpy", "onnx<1.24", "onnxruntime-gpu", "onnx-graphsurgeon"], capture_output=True,
-                          text=True, timeout=600)
-    assert deps.returncode == 0, deps.stderr[-2000:]
+    installed = subprocess.run(pip + [str(wheel)], capture_output=True, text=True, timeout=600)  # with its dependencies
+    assert installed.returncode == 0, installed.stderr[-2000:]
     script = (
         "import nnxplain, pathlib, sys\n"
         "assert 'site-packages' in nnxplain.__file__, nnxplain.__file__\n"
