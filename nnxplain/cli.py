@@ -153,10 +153,13 @@ def _analyze(args):
     x = load_array(args.input)
     model = _compile_args(args)
     sess = session(model)
-    inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT]
+    from .sampling import NOISE_SUFFIX, noise_feeds
+    inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
     if len(inputs) != 1:
         raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
     feeds = {inputs[0].name: check_feed(inputs[0], x)}
+    method = resolve_methods(_methods_of(args), _params(args.param))[0]
+    feeds.update(noise_feeds(sess, feeds[inputs[0].name], {method.name: method.params.get("seed", 0)}))
     if args.neuron_selection == "index":
         if not args.neuron:
             raise NnxplainError("--neuron-selection index needs --neuron N")

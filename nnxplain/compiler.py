@@ -15,6 +15,7 @@ from .load import IR_VERSION, load
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns, as_patterns
+from .sampling import explain_sampled, forward_nodes
 
 SELECTION_MODES = ("max_activation", "index", "all")
 NEURON_INPUT = "neuron"
@@ -42,12 +43,17 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     y = explained_output(graph, output)
     context = {"patterns": bind_patterns(resolved, patterns, graph)}
 
+    forward = forward_nodes(graph, inputs[0]) if any(m.kind == "sampling" for m in resolved) else []
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
-        for x, relevance in explain(e, method, inputs, y, seeds[method.start], context):
+        if method.kind == "sampling":
+            explained = explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
+        else:
+            explained = explain(e, method, inputs, y, seeds[method.start], context)
+        for x, relevance in explained:
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
             graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
