@@ -1,4 +1,4 @@
-"""The command line: nnxplain compile | analyze | methods | support."""
+"""The command line: nnxplain compile | analyze | fit | evaluate | methods | support."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,22 @@ def _parser() -> argparse.ArgumentParser:
     fitting(p)
     p.add_argument("-o", "--out", required=True, help="the patterns file to write (.npz)")
     p.set_defaults(run=_fit)
+
+    p = sub.add_parser("evaluate", help="perturbation analysis (pixel flipping): AOPC per method, curves as PNG and CSV")
+    p.add_argument("model", help="the ONNX model")
+    p.add_argument("--method", "-m", action="append", default=[], help="a method to evaluate; repeat for several")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter, `key=value` or `method.key=value`")
+    p.add_argument("--data", required=True, metavar="X.npy", help="images [N, C, H, W] (.npy, or .npz with 'x')")
+    p.add_argument("--region", type=int, help="region side in pixels (default: 9, at most a quarter of the image side)")
+    p.add_argument("--steps", type=int, help="regions to perturb (default: all)")
+    p.add_argument("--perturbation", choices=("mean", "zeros", "gaussian", "invert"), default="zeros",
+                   help="how a region is perturbed (default: zeros)")
+    p.add_argument("--patterns", metavar="PATTERNS.npz", help="fitted patterns (pattern.net, pattern.attribution)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random ordering and of gaussian noise")
+    p.add_argument("-o", "--out", default="perturbation", metavar="NAME",
+                   help="writes NAME.png (the curves) and NAME.csv (default: perturbation)")
+    p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("methods", help="list the built-in methods")
     p.set_defaults(run=_methods)
@@ -178,6 +194,24 @@ def _analyze(args):
     np.save(buffer, result)
     write_atomic(args.out, buffer.getvalue())
     print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
+
+
+def _evaluate(args):
+    from .evaluate import csv_bytes, evaluate, plot_bytes, table
+    from .runtime import write_atomic
+    if not args.method:
+        raise NnxplainError("give at least one --method to evaluate (the random baseline always runs)")
+    base = args.out[:-4] if args.out.endswith((".png", ".csv")) else args.out
+    result = evaluate(args.model, args.method, load_array(args.data), region=args.region, steps=args.steps,
+                      perturbation=args.perturbation, params=_params(args.param), seed=args.seed,
+                      progress=sys.stderr.isatty(), patterns=args.patterns)
+    plot, csv = plot_bytes(result), csv_bytes(result)
+    write_atomic(base + ".png", plot)
+    write_atomic(base + ".csv", csv)
+    print(f"perturbation analysis: {result['region']}x{result['region']} regions, {result['steps']} steps, "
+          f"{result['perturbation']}")
+    print(table(result))
+    print(f"wrote {base}.png and {base}.csv")
 
 
 def _methods(args):
