@@ -64,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     common(p, several=False)
     p.add_argument("--input", "-i", required=True, help="input batch (.npy, or .npz with an array 'x')")
     p.add_argument("--neuron", type=int, action="append", help="output index to explain (with --neuron-selection index)")
-    p.add_argument("-o", "--out", required=True, help="where to write the explanation (.npy)")
+    p.add_argument("-o", "--out", help="where to write the explanation: .npy (the array) or .png (a picture)")
+    p.add_argument("--grid", metavar="GRID.png",
+                   help="draw inputs times methods (several --method allowed), with predicted class and score")
+    p.add_argument("--picture", choices=("heatmap", "graymap", "project", "overlay"),
+                   help="how to draw (default: project for signal methods, heatmap otherwise)")
+    p.add_argument("--reduce", choices=("sum", "norm"), default="sum", help="channel reduction (default: sum)")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
@@ -164,18 +169,29 @@ def _compile(args):
 
 def _analyze(args):
     from .runtime import check_feed, session, write_atomic
-    if len(_methods_of(args)) != 1:
-        raise NnxplainError("analyze takes exactly one method")
+    from .sampling import NOISE_SUFFIX, noise_feeds
+    methods = _methods_of(args)
+    if len(methods) != 1 and not args.grid:
+        raise NnxplainError("analyze takes exactly one method (several with --grid GRID.png)")
+    if args.out is None and args.grid is None:
+        raise NnxplainError("give -o OUT.npy, -o OUT.png or --grid GRID.png")
+    if args.out is not None and len(methods) != 1:
+        raise NnxplainError("-o writes one method's explanation; with several methods use --grid alone")
+    if args.out is not None and not args.out.endswith((".npy", ".png")):
+        raise NnxplainError(f"-o {args.out}: analyze writes .npy (the array) or .png (a picture)")
+    if args.grid is not None and not args.grid.endswith(".png"):
+        raise NnxplainError(f"--grid {args.grid}: the grid is a .png picture")
     x = load_array(args.input)
     model = _compile_args(args)
     sess = session(model)
-    from .sampling import NOISE_SUFFIX, noise_feeds
     inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
     if len(inputs) != 1:
         raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
     feeds = {inputs[0].name: check_feed(inputs[0], x)}
-    method = resolve_methods(_methods_of(args), _params(args.param))[0]
-    feeds.update(noise_feeds(sess, feeds[inputs[0].name], {method.name: method.params.get("seed", 0)}))
+    for method in resolve_methods(methods, _params(args.param)):
+        feeds.update({k: v for k, v in noise_feeds(sess, feeds[inputs[0].name],
+                                                   {method.name: method.params.get("seed", 0)}).items()
+                      if k.startswith(method.name + "/")})
     if args.neuron_selection == "index":
         if not args.neuron:
             raise NnxplainError("--neuron-selection index needs --neuron N")
@@ -185,15 +201,30 @@ def _analyze(args):
         feeds[NEURON_INPUT] = np.asarray(neurons, np.int64)
     elif args.neuron:
         raise NnxplainError("--neuron needs --neuron-selection index")
-    name = model.graph.output[-1].name
-    result = sess.run([name], feeds)[0]
-    if not args.out.endswith(".npy"):
-        raise NnxplainError(f"-o {args.out}: analyze writes .npy files")
-    import io
-    buffer = io.BytesIO()
-    np.save(buffer, result)
-    write_atomic(args.out, buffer.getvalue())
-    print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
+    names = [o.name for o in model.graph.output][-len(methods):]
+    explained = args.output_name or model.graph.output[0].name
+    results = sess.run([explained] + names, feeds)
+    scores, results = results[0], dict(zip(names, results[1:]))
+    from . import visualize as vis
+    if args.out is not None:
+        name, result = names[0], results[names[0]]
+        if args.out.endswith(".npy"):
+            import io
+            buffer = io.BytesIO()
+            np.save(buffer, result)
+            data = buffer.getvalue()
+        else:
+            kind = args.picture or vis.default_kind(name)
+            low, high = float(feeds[inputs[0].name].min()), float(feeds[inputs[0].name].max())
+            pictures = [vis.picture(kind, r, xi, args.reduce, low, high) for r, xi in zip(result, feeds[inputs[0].name])]
+            data = vis.image_png(pictures, scale=max(1, 128 // max(pictures[0].shape[:2])))
+        write_atomic(args.out, data)
+        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
+    if args.grid is not None:
+        kinds = {n: args.picture for n in names} if args.picture else None
+        write_atomic(args.grid, vis.grid_png(feeds[inputs[0].name], results, scores.reshape(len(x), -1), kinds,
+                                             args.reduce))
+        print(f"wrote {args.grid} ({len(x)} inputs x {len(names)} methods)")
 
 
 def _evaluate(args):
