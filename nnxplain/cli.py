@@ -181,30 +181,63 @@ def _analyze(args):
         raise NnxplainError(f"-o {args.out}: analyze writes .npy (the array) or .png (a picture)")
     if args.grid is not None and not args.grid.endswith(".png"):
         raise NnxplainError(f"--grid {args.grid}: the grid is a .png picture")
+    from .methods import load_method
+    from .perturbation import DEFAULTS as PERTURBATION_METHODS
     x = load_array(args.input)
-    model = _compile_args(args)
-    sess = session(model)
-    inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
-    if len(inputs) != 1:
-        raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
-    feeds = {inputs[0].name: check_feed(inputs[0], x)}
-    for method in resolve_methods(methods, _params(args.param)):
-        feeds.update({k: v for k, v in noise_feeds(sess, feeds[inputs[0].name],
-                                                   {method.name: method.params.get("seed", 0)}).items()
-                      if k.startswith(method.name + "/")})
+    compiled = [m for m in methods if m not in PERTURBATION_METHODS]
+    sampled = [m for m in methods if m in PERTURBATION_METHODS]
+    params = _params(args.param)
+    neurons = None
     if args.neuron_selection == "index":
         if not args.neuron:
             raise NnxplainError("--neuron-selection index needs --neuron N")
         neurons = args.neuron if len(args.neuron) > 1 else args.neuron * len(x)
         if len(neurons) != len(x):
             raise NnxplainError(f"--neuron given {len(neurons)} times for a batch of {len(x)}")
-        feeds[NEURON_INPUT] = np.asarray(neurons, np.int64)
     elif args.neuron:
         raise NnxplainError("--neuron needs --neuron-selection index")
-    names = [o.name for o in model.graph.output][-len(methods):]
-    explained = args.output_name or model.graph.output[0].name
-    results = sess.run([explained] + names, feeds)
-    scores, results = results[0], dict(zip(names, results[1:]))
+    if sampled and args.neuron_selection == "all":
+        raise NnxplainError(f"method '{sampled[0]}' explains one output per sample (max_activation or index)")
+    perturbation_keys = {k for m in sampled for k in PERTURBATION_METHODS[m]}
+    graph_keys = {k for m in compiled for k in load_method(m).settable()}
+    unknown = [k for k in params if "." not in k and k not in perturbation_keys | graph_keys]
+    if unknown:
+        raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods")
+    results, names, providers = {}, [], "CPUExecutionProvider"
+    if compiled:
+        args.method, args.rules = [m for m in args.method if m in compiled], [m for m in args.rules if m in compiled]
+        graph_params = {k: v for k, v in params.items() if k.split(".")[0] not in PERTURBATION_METHODS
+                        and ("." in k or k in graph_keys)}
+        args.param = [f"{k}={v}" for k, v in graph_params.items()]
+        model = _compile_args(args)
+        sess = session(model)
+        inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
+        if len(inputs) != 1:
+            raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
+        feeds = {inputs[0].name: check_feed(inputs[0], x)}
+        x = feeds[inputs[0].name]
+        for method in resolve_methods(compiled, graph_params):
+            feeds.update({k: v for k, v in noise_feeds(sess, x, {method.name: method.params.get("seed", 0)}).items()
+                          if k.startswith(method.name + "/")})
+        if neurons is not None:
+            feeds[NEURON_INPUT] = np.asarray(neurons, np.int64)
+        names = [o.name for o in model.graph.output][-len(compiled):]
+        explained = args.output_name or model.graph.output[0].name
+        outs = sess.run([explained] + names, feeds)
+        scores, results = outs[0], dict(zip(names, outs[1:]))
+        providers = ", ".join(sess.get_providers())
+    if sampled:
+        from .evaluate import Scorer
+        from .perturbation import run
+        scorer = Scorer(args.model)
+        x = np.asarray(x, np.float32)
+        scores = scorer(x)
+        for name in sampled:
+            own = {k: v for k, v in params.items() if "." not in k and k in PERTURBATION_METHODS[name]}
+            own.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
+            results[name] = run(name, args.model, x, own, neuron=neurons, progress=sys.stderr.isatty())
+        names = [m if m in sampled else names[compiled.index(m)] for m in methods]
+        results = {n: results[n] for n in names}
     from . import visualize as vis
     if args.out is not None:
         name, result = names[0], results[names[0]]
@@ -215,14 +248,14 @@ def _analyze(args):
             data = buffer.getvalue()
         else:
             kind = args.picture or vis.default_kind(name)
-            low, high = float(feeds[inputs[0].name].min()), float(feeds[inputs[0].name].max())
-            pictures = [vis.picture(kind, r, xi, args.reduce, low, high) for r, xi in zip(result, feeds[inputs[0].name])]
+            low, high = float(x.min()), float(x.max())
+            pictures = [vis.picture(kind, r, xi, args.reduce, low, high) for r, xi in zip(result, x)]
             data = vis.image_png(pictures, scale=max(1, 128 // max(pictures[0].shape[:2])))
         write_atomic(args.out, data)
-        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
+        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {providers})")
     if args.grid is not None:
         kinds = {n: args.picture for n in names} if args.picture else None
-        write_atomic(args.grid, vis.grid_png(feeds[inputs[0].name], results, scores.reshape(len(x), -1), kinds,
+        write_atomic(args.grid, vis.grid_png(x, results, scores.reshape(len(x), -1), kinds,
                                              args.reduce))
         print(f"wrote {args.grid} ({len(x)} inputs x {len(names)} methods)")
 

@@ -112,6 +112,8 @@ def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None
     """{method: curve [steps + 1] (mean score over the images)} for each method and the random baseline,
     plus "aopc" {method: AOPC}."""
     from .analyzer import create_analyzer
+    from .perturbation import DEFAULTS as PERTURBATION_METHODS
+    from .perturbation import run as run_perturbation
     if perturbation not in PERTURBATIONS:
         raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{perturbation}'")
     x = np.asarray(x, np.float32)
@@ -131,6 +133,10 @@ def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None
     for name in tqdm(names, desc="perturbation analysis", disable=not progress, unit="method"):
         if name == RANDOM:
             relevance = np.random.default_rng(seed).standard_normal(x.shape)
+        elif name in PERTURBATION_METHODS:
+            own = {k: v for k, v in (params or {}).items() if "." not in k and k in PERTURBATION_METHODS[name]}
+            own.update({k[len(name) + 1:]: v for k, v in (params or {}).items() if k.startswith(name + ".")})
+            relevance = run_perturbation(name, model, x, own)
         else:
             analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
             relevance = analyzer.analyze(x)
@@ -143,6 +149,8 @@ def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None
 def _own(name, params):
     """The parameters (`key` or `method.key`) that method `name` has."""
     from .methods import load_method
+    from .perturbation import DEFAULTS
+    params = {k: v for k, v in params.items() if k.split(".")[0] not in DEFAULTS}
     settable = set(load_method(name).settable())
     out = {k: v for k, v in params.items() if "." not in k and k in settable}
     out.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
