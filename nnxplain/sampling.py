@@ -58,6 +58,7 @@ def sample_count(method) -> int:
 
 def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: gs.Tensor, forward: list,
                     explain, context) -> list:
+    """`forward`: the forward nodes that depend on the input (forward_nodes), taken before anything was emitted."""
     """(input, explanation) for a sampling method whose base method is `base` (a resolved Method)."""
     if len(inputs) != 1:
         raise NnxplainError(f"method '{method.name}': sampling methods explain models with one float input "
@@ -97,7 +98,10 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
             samples = e.Add(e.Mul(e.Unsqueeze(delta, e.ints([0])), e.const(alphas)), reference)
         x_big = e.Reshape(samples, big_shape)                                       # [n*B, ...]
         x_big.dtype, x_big.shape = x.dtype, ["nnx_samples"] + dims
-        y_big, copies = copy_forward(e, forward, x, x_big, y, batch, f"s{block}")
+        mapping, copies = copy_forward(e, forward, x, x_big, batch, f"s{block}")
+        if y.name not in mapping:
+            raise NnxplainError(f"output '{y.name}' does not depend on input '{x.name}'")
+        y_big = mapping[y.name]
         mask_big = e.Tile(mask, e.ints([n] + [1] * (len(y.shape) - 1)))
         value = e.Mul(mask_big, y_big)
         seed = {"one": mask_big, "value": value, "positive_value": e.Relu(value)}[base.start]
@@ -130,8 +134,9 @@ def forward_nodes(graph: gs.Graph, x: gs.Tensor) -> list:
     return nodes
 
 
-def copy_forward(e: Emitter, nodes: list, x: gs.Tensor, x_new: gs.Tensor, y: gs.Tensor, batch, tag: str):
-    """Append a copy of the forward nodes that reads x_new instead of x; return the copy of y. Node
+def copy_forward(e: Emitter, nodes: list, x: gs.Tensor, x_new: gs.Tensor, batch, tag: str):
+    """Append a copy of the forward nodes that reads x_new instead of x; return {original tensor name:
+    its copy} and the copied nodes. Node
     names stay until the caller renames them (rule entries match names); constants (weights) are shared with the original."""
     mapping, copies = {x.name: x_new}, []
     for node in nodes:
@@ -145,6 +150,4 @@ def copy_forward(e: Emitter, nodes: list, x: gs.Tensor, x_new: gs.Tensor, y: gs.
             outs.append(copy)
         copies.append(gs.Node(node.op, node.name, dict(node.attrs), ins, outs, domain=node.domain))
         e.graph.nodes.append(copies[-1])
-    if y.name not in mapping:
-        raise NnxplainError(f"output '{y.name}' does not depend on input '{x.name}'")
-    return mapping[y.name], copies
+    return mapping, copies
