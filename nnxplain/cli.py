@@ -1,4 +1,4 @@
-"""The command line: nnxplain compile | analyze | fit | evaluate | methods | support."""
+"""The command line: nnxplain compile | analyze | fit | evaluate | bench | prototype | methods | support."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +94,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="perturbation", metavar="NAME",
                    help="writes NAME.png (the curves) and NAME.csv (default: perturbation)")
     p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("bench", help="per method: compile time, explainer time / forward time, peak memory (+ Captum)")
+    p.add_argument("model", help="the ONNX model")
+    p.add_argument("--method", "-m", action="append", default=[],
+                   help="a method to time; repeat for several (default: gradient, integrated_gradients)")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter, `key=value` or `method.key=value`")
+    p.add_argument("--batch", type=int, default=8, help="batch size of the random input (default: 8)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per session (default: 5)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, its choice)")
+    p.add_argument("--torch", metavar="MODULE:FUNCTION",
+                   help="a function of the model path returning its torch twin, to time Captum on the same weights "
+                        "(default: onnx2torch where installed)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
+    p.set_defaults(run=_bench)
 
     p = sub.add_parser("methods", help="list the built-in methods")
     p.set_defaults(run=_methods)
@@ -276,6 +292,28 @@ def _evaluate(args):
           f"{result['perturbation']}")
     print(table(result))
     print(f"wrote {base}.png and {base}.csv")
+
+
+def _bench(args):
+    import json
+
+    from .bench import bench, load_twin, onnx2torch_twin, table
+    from .runtime import write_atomic
+    twin = None
+    try:
+        import captum  # noqa: F401
+        twin = load_twin(args.torch, args.model) if args.torch else onnx2torch_twin(args.model)
+    except ImportError:
+        if args.torch:
+            raise NnxplainError("--torch needs torch and captum installed") from None
+    result = bench(args.model, args.method or ["gradient", "integrated_gradients"], batch=args.batch,
+                   repeats=args.repeats, params=_params(args.param), twin=twin, threads=args.threads,
+                   memory=not args.no_memory, progress=sys.stderr.isatty())
+    print(table(result))
+    if twin is None:
+        print("(no Captum comparison: give --torch MODULE:FUNCTION, or install torch, captum and onnx2torch)")
+    if args.json:
+        write_atomic(args.json, json.dumps(result, indent=1).encode())
 
 
 def _methods(args):
