@@ -111,6 +111,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     p.set_defaults(run=_bench)
 
+    p = sub.add_parser("prototype", help="activation maximization: the input that maximizes one output neuron")
+    p.add_argument("model", help="the ONNX model")
+    p.add_argument("--neuron", type=int, required=True, help="the output neuron (class) to maximize")
+    p.add_argument("--steps", type=int, default=200, help="gradient ascent steps (default: 200)")
+    p.add_argument("--lr", type=float, default=0.05, help="step size as a fraction of the input range (default: 0.05)")
+    p.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the input (default: 0.01)")
+    p.add_argument("--low", type=float, default=0.0, help="input range, lower end (default: 0)")
+    p.add_argument("--high", type=float, default=1.0, help="input range, upper end (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting point's noise")
+    p.add_argument("-o", "--out", required=True, metavar="PROTO.png",
+                   help="the picture (.png); the array goes beside it as .npy")
+    p.set_defaults(run=_prototype)
+
     p = sub.add_parser("methods", help="list the built-in methods")
     p.set_defaults(run=_methods)
 
@@ -314,6 +327,27 @@ def _bench(args):
         print("(no Captum comparison: give --torch MODULE:FUNCTION, or install torch, captum and onnx2torch)")
     if args.json:
         write_atomic(args.json, json.dumps(result, indent=1).encode())
+
+
+def _prototype(args):
+    import io
+
+    from . import visualize as vis
+    from .prototype import prototype
+    from .runtime import write_atomic
+    if not args.out.endswith(".png"):
+        raise NnxplainError(f"-o {args.out}: the prototype is written as a .png (and .npy beside it)")
+    x, history = prototype(args.model, args.neuron, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low,
+                           high=args.high, seed=args.seed, progress=sys.stderr.isatty())
+    picture = vis.as_rgb(x, args.low, args.high)
+    png = vis.image_png([picture], scale=max(1, 256 // max(picture.shape[:2])))
+    buffer = io.BytesIO()
+    np.save(buffer, x)
+    npy = args.out[:-4] + ".npy"
+    write_atomic(npy, buffer.getvalue())
+    write_atomic(args.out, png)
+    print(f"wrote {args.out} and {npy} (neuron {args.neuron}: objective {history[0]:.3f} -> {history[-1]:.3f} "
+          f"in {len(history) - 1} steps)")
 
 
 def _methods(args):
