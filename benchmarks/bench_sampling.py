@@ -6,7 +6,8 @@ peak memory, Captum's time for the same method (Captum / torch forward, and Capt
 The issue's figure: integrated_gradients with 32 steps, explainer / forward <= 70x, and at least
 1.4x faster than Captum's IntegratedGradients with 32 steps (riemann_right).
 
-    python benchmarks/bench_sampling.py [--model resnet18] [--batch 8] [--repeats 5] [--chunk 0] [--json out.json]
+    python benchmarks/bench_sampling.py [--model resnet18] [--batch 8] [--repeats 5] [--chunk 0] [--threads N]
+                                        [--methods gradient,integrated_gradients] [--json out.json]
 """
 from __future__ import annotations
 
@@ -34,14 +35,21 @@ def main():
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=0)
     parser.add_argument("--methods", default="gradient,integrated_gradients")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for both ONNX Runtime and torch (default 0: each its own default). On a "
+                             "machine shared with other jobs, torch's OpenMP threads can stall at their barriers "
+                             "when a core is busy (forward times 30x apart between runs were seen on 2 shared "
+                             "cores); --threads 1 measures both sides without that")
     parser.add_argument("--json")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         path = bench_models.export(args.model, Path(folder) / f"{args.model}.onnx")
         net = bench_models.build(args.model).eval()
         result = bench(str(path), args.methods.split(","), batch=args.batch, repeats=args.repeats,
-                       params={"steps": args.steps, "integrated_gradients.chunk": args.chunk}, twin=net)
+                       params={"steps": args.steps, "integrated_gradients.chunk": args.chunk}, twin=net,
+                       threads=args.threads)
     print(f"{args.model}, onnxruntime {ort.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"{platform.processor() or platform.machine()}")
     print(table(result))

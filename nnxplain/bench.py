@@ -129,7 +129,7 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
         import torch
         xt = torch.from_numpy(x)
         with torch.no_grad():
-            target = twin(xt).argmax(1)
+            target = twin(xt).argmax(1)  # also the warm-up
             result["torch_forward_ms"] = 1000 * _median_time(lambda: twin(xt), repeats)
     forward_times = []
     for name in tqdm(methods, desc="bench", disable=not progress, unit="method"):
