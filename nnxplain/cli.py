@@ -358,6 +358,11 @@ def _methods(args):
                            + [f"{k} (optional)" for k in method.optional])
         aka = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
         print(f"{name:<24} {method.description}{aka}" + (f" [{params}]" if params else ""))
+    from .perturbation import DEFAULTS
+    notes = {"occlusion": "Occlusion: the score drop when a patch covers the pixel (batched forward runs, no graph).",
+             "lime": "LIME: weighted ridge regression on random on/off grid segments (batched forward runs, no graph)."}
+    for name, defaults in DEFAULTS.items():
+        print(f"{name:<24} {notes[name]} [{', '.join(f'{k}={v}' for k, v in defaults.items())}]")
 
 
 def _support(args):

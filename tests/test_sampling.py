@@ -166,3 +166,17 @@ def test_cli_analyze_feeds_the_noise(tmp_path, capsys):
                  "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "r.npy")]) == 0
     expected = nnxplain.create_analyzer("smoothgrad", str(ZOO_DIR / "lenet_bn.onnx"), augment_by_n=3).analyze(x)
     assert np.array_equal(np.load(tmp_path / "r.npy"), expected)
+
+
+def test_a_fixed_batch_size_is_refused_by_name(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph([helper.make_node("Gemm", ["input", "W"], ["logits"], transB=1)], "fixed",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 3])],
+                              [numpy_helper.from_array(np.ones((3, 4), np.float32), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.save(model, tmp_path / "fixed.onnx")
+    with pytest.raises(NnxplainError, match="input 'input' has a fixed batch size 2"):
+        nnxplain.compile(tmp_path / "fixed.onnx", ["integrated_gradients"])
