@@ -188,7 +188,8 @@ def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -
     ref = e.Expand(value, e.shape_of(x))
     ref.dtype, ref.shape = x.dtype, x.shape
     batch = None if x is original else (original.shape or [None])[0]
-    mapping, copies = copy_forward(e, nodes, original, ref, batch, "reference")
+    symbol = (x.shape or [None])[0]  # the reference pass has the explained pass's batch
+    mapping, copies = copy_forward(e, nodes, original, ref, batch, "reference", symbol)
     references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
     for node in copies:
         node.name = f"{node.name}/nnx_{method.name}_reference"

@@ -8,8 +8,9 @@ makes integrated gradients). The compiler folds the samples into the batch dimen
 (S copies of a batch of B become one batch of S*B, sample-major), copies the forward part of the
 graph for that big batch, runs the base method's backward pass over it once, and reduces back to B.
 `chunk` (samples per block, 0: all at once) splits the samples into several such blocks in the same
-graph; ONNX Runtime frees each block's intermediates before the next one, so memory is bounded by
-one block.
+graph, each block reading its shape from the previous block's result so that ONNX Runtime runs
+them one after the other and frees each block's intermediates before the next: memory is bounded
+by one block.
 
 Noise is generated on the host, not in the graph: ONNX Runtime's RandomNormal(Like) continues its
 random stream from run to run of a session, and its values depend on the batch size, so the same
@@ -96,9 +97,18 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
             alphas = np.arange(start + 1, start + n + 1, dtype=np.float64) / total  # right Riemann sum
             alphas = alphas.astype(FLOAT).reshape([n] + [1] * rank)
             samples = e.Add(e.Mul(e.Unsqueeze(delta, e.ints([0])), e.const(alphas)), reference)
-        x_big = e.Reshape(samples, big_shape)                                       # [n*B, ...]
-        x_big.dtype, x_big.shape = x.dtype, ["nnx_samples"] + dims
-        mapping, copies = copy_forward(e, forward, x, x_big, batch, f"s{block}")
+        if total_sum is None:
+            x_big = e.Reshape(samples, big_shape)                                   # [n*B, ...]
+        else:
+            # The block's shape is read from the previous block's sum: a real dependency, so ONNX
+            # Runtime finishes a block (and frees its intermediates) before it starts the next one;
+            # independent blocks would be interleaved level by level and all be alive at once.
+            previous_batch = e.Slice(e.Shape(total_sum), e.ints([0]), e.ints([1]))
+            x_big = e.Reshape(samples, e.Concat(e.Mul(previous_batch, e.ints([n])), e.ints(dims), axis=0))
+        # each block its own batch symbol: blocks of different sizes must not look alike to ONNX Runtime
+        symbol = f"{method.name}_samples_{block}"
+        x_big.dtype, x_big.shape = x.dtype, [symbol] + dims
+        mapping, copies = copy_forward(e, forward, x, x_big, batch, f"s{block}", symbol)
         if y.name not in mapping:
             raise NnxplainError(f"output '{y.name}' does not depend on input '{x.name}'")
         y_big = mapping[y.name]
@@ -134,16 +144,16 @@ def forward_nodes(graph: gs.Graph, x: gs.Tensor) -> list:
     return nodes
 
 
-def copy_forward(e: Emitter, nodes: list, x: gs.Tensor, x_new: gs.Tensor, batch, tag: str):
+def copy_forward(e: Emitter, nodes: list, x: gs.Tensor, x_new: gs.Tensor, batch, tag: str, symbol: str | None = None):
     """Append a copy of the forward nodes that reads x_new instead of x; return {original tensor name:
-    its copy} and the copied nodes. Node
+    its copy} and the copied nodes. Dims named `batch` become `symbol` in the copy. Node
     names stay until the caller renames them (rule entries match names); constants (weights) are shared with the original."""
     mapping, copies = {x.name: x_new}, []
     for node in nodes:
         ins = [mapping.get(t.name, t) if isinstance(t, gs.Variable) and t.name else t for t in node.inputs]
         outs = []
         for t in node.outputs:
-            shape = None if t.shape is None else ["nnx_samples" if d == batch and batch is not None else d
+            shape = None if t.shape is None else [symbol if d == batch and batch is not None else d
                                                   for d in t.shape]
             copy = gs.Variable(e.fresh(f"{tag}/{t.name.strip('/')}"), dtype=t.dtype, shape=shape)
             mapping[t.name] = copy

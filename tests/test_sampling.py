@@ -180,3 +180,15 @@ def test_a_fixed_batch_size_is_refused_by_name(tmp_path):
     onnx.save(model, tmp_path / "fixed.onnx")
     with pytest.raises(NnxplainError, match="input 'input' has a fixed batch size 2"):
         nnxplain.compile(tmp_path / "fixed.onnx", ["integrated_gradients"])
+
+
+def test_chunks_bound_the_memory_of_a_run():
+    """Blocks run one after the other (each reads its shape from the previous block's sum), so the peak
+    memory of a run follows the block, not all the samples."""
+    from nnxplain.bench import peak_memory
+    x = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    peaks = {}
+    for chunk in (0, 4):
+        model = nnxplain.compile(ZOO_DIR / "resnet.onnx", ["integrated_gradients"], params={"steps": 64, "chunk": chunk})
+        peaks[chunk] = peak_memory(model.SerializeToString(), {"input": x}, threads=1)
+    assert peaks[4] < 0.5 * peaks[0], peaks
