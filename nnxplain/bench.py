@@ -105,8 +105,6 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
           threads: int = 0, memory: bool = True, progress: bool = True, seed: int = 0) -> dict:
     """{"forward_ms", "rows": [{method, compile_s, ms, ratio, peak_mb, captum_ms, captum_ratio,
     captum_vs_nnxplain}], "torch_forward_ms"} for each method on a random batch."""
-    import onnx
-
     from . import compile as compile_explainer
     from .load import load
     from .methods import load_method
@@ -172,7 +170,6 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
     if memory:
         peak = peak_memory(forward_bytes, forward_feeds, threads)
         result["forward_peak_mb"] = None if peak is None else peak / 2**20
-    del onnx
     return result
 
 

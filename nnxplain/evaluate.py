@@ -139,6 +139,9 @@ def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None
             relevance = run_perturbation(name, model, x, own)
         else:
             analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
+            if analyzer.model is None:
+                raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
+                                    f"(from `nnxplain fit`), or patterns= in Python")
             relevance = analyzer.analyze(x)
         curve = perturbation_curve(scorer, x, relevance, classes, region, steps, perturbation, seed)
         curves[name] = curve.mean(1)

@@ -64,6 +64,8 @@ def project(r, low: float = 0.0, high: float = 1.0) -> np.ndarray:
 def as_rgb(image, low: float | None = None, high: float | None = None) -> np.ndarray:
     """An input [C, H, W] (or [H, W, C], [H, W]) as RGB in [0, 1]: 1 channel gray, 3 colour, else the mean."""
     a = np.asarray(image, np.float64)
+    if a.ndim == 1:  # a vector input: one row of pixels
+        a = a[None]
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
         a = a.transpose(1, 2, 0)
     if a.ndim == 3 and a.shape[-1] != 3:
