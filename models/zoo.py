@@ -391,6 +391,11 @@ def twin(name: str, onnx_path=None) -> nn.Module:
 # ---------------------------------------------------------------------------- main
 
 
+def twin_of(onnx_path) -> nn.Module:
+    """The torch twin of a zoo model given by its file (`nnxplain bench --torch models.zoo:twin_of`)."""
+    return twin(Path(onnx_path).stem, onnx_path)
+
+
 def main():
     for name, (_, shape) in MODELS.items():
         if name in TRAINED:

@@ -8,6 +8,7 @@ import numpy as np
 from .compiler import NEURON_INPUT, compile, resolve_methods
 from .errors import NnxplainError
 from .patterns import Patterns, as_patterns, fit
+from .sampling import NOISE_SUFFIX, noise_feeds
 from .runtime import check_feed, session, write_atomic
 
 
@@ -56,13 +57,15 @@ class Analyzer:
         return self._session
 
     def analyze(self, X, neuron_selection=None) -> np.ndarray:
-        """The explanation of X (numpy, batch first), shaped like X."""
+        """The explanation of X (numpy, batch first), shaped like X. Sampling methods draw their noise
+        from the method's `seed`: the same X gives the same explanation every time."""
         feeds = {}
-        inputs = [m for m in self.session.get_inputs() if m.name != NEURON_INPUT]
+        inputs = [m for m in self.session.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
         if len(inputs) != 1:
             raise NnxplainError(f"this model has {len(inputs)} inputs; run the compiled graph with a dict of inputs")
         x = check_feed(inputs[0], X)
         feeds[inputs[0].name] = x
+        feeds.update(noise_feeds(self.session, x, {self.method.name: self.method.params.get("seed", 0)}))
         if self.neuron_selection_mode == "index":
             if neuron_selection is None:
                 raise NnxplainError("neuron_selection_mode='index' needs analyze(X, neuron_selection=...)")

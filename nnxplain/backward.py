@@ -42,11 +42,13 @@ def propagate(e: Emitter, seeds: dict[str, gs.Tensor], wrt: list[gs.Tensor],
     relevance of the node's outputs to its inputs. The graph must be topologically sorted.
     """
     live = depends_on(e.graph, wrt)
+    targets = {t.name for t in wrt}  # relevance stops there (a wrt tensor may be computed, as a sampled input is)
     pending: dict[str, list[gs.Tensor]] = {name: [seed] for name, seed in seeds.items()}
     for node in reversed(list(e.graph.nodes)):
-        if not any(t.name in pending for t in node.outputs):
+        if not any(t.name in pending and t.name not in targets for t in node.outputs):
             continue
-        dys = [e.add_all(pending.pop(t.name)) if t.name in pending else None for t in node.outputs]
+        dys = [e.add_all(pending.pop(t.name)) if t.name in pending and t.name not in targets else None
+               for t in node.outputs]
         if not any(t.name in live for t in node.inputs):
             continue
         rule = rule_for(node)

@@ -1,4 +1,4 @@
-"""The command line: nnxplain compile | analyze | methods | support."""
+"""The command line: nnxplain compile | analyze | fit | evaluate | bench | prototype | methods | support."""
 from __future__ import annotations
 
 import argparse
@@ -64,7 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     common(p, several=False)
     p.add_argument("--input", "-i", required=True, help="input batch (.npy, or .npz with an array 'x')")
     p.add_argument("--neuron", type=int, action="append", help="output index to explain (with --neuron-selection index)")
-    p.add_argument("-o", "--out", required=True, help="where to write the explanation (.npy)")
+    p.add_argument("-o", "--out", help="where to write the explanation: .npy (the array) or .png (a picture)")
+    p.add_argument("--grid", metavar="GRID.png",
+                   help="draw inputs times methods (several --method allowed), with predicted class and score")
+    p.add_argument("--picture", choices=("heatmap", "graymap", "project", "overlay"),
+                   help="how to draw (default: project for signal methods, heatmap otherwise)")
+    p.add_argument("--reduce", choices=("sum", "norm"), default="sum", help="channel reduction (default: sum)")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
@@ -73,6 +78,51 @@ def _parser() -> argparse.ArgumentParser:
     fitting(p)
     p.add_argument("-o", "--out", required=True, help="the patterns file to write (.npz)")
     p.set_defaults(run=_fit)
+
+    p = sub.add_parser("evaluate", help="perturbation analysis (pixel flipping): AOPC per method, curves as PNG and CSV")
+    p.add_argument("model", help="the ONNX model")
+    p.add_argument("--method", "-m", action="append", default=[], help="a method to evaluate; repeat for several")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter, `key=value` or `method.key=value`")
+    p.add_argument("--data", required=True, metavar="X.npy", help="images [N, C, H, W] (.npy, or .npz with 'x')")
+    p.add_argument("--region", type=int, help="region side in pixels (default: 9, at most a quarter of the image side)")
+    p.add_argument("--steps", type=int, help="regions to perturb (default: all)")
+    p.add_argument("--perturbation", choices=("mean", "zeros", "gaussian", "invert"), default="zeros",
+                   help="how a region is perturbed (default: zeros)")
+    p.add_argument("--patterns", metavar="PATTERNS.npz", help="fitted patterns (pattern.net, pattern.attribution)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random ordering and of gaussian noise")
+    p.add_argument("-o", "--out", default="perturbation", metavar="NAME",
+                   help="writes NAME.png (the curves) and NAME.csv (default: perturbation)")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("bench", help="per method: compile time, explainer time / forward time, peak memory (+ Captum)")
+    p.add_argument("model", help="the ONNX model")
+    p.add_argument("--method", "-m", action="append", default=[],
+                   help="a method to time; repeat for several (default: gradient, integrated_gradients)")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method parameter, `key=value` or `method.key=value`")
+    p.add_argument("--batch", type=int, default=8, help="batch size of the random input (default: 8)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per session (default: 5)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: 0, its choice)")
+    p.add_argument("--torch", metavar="MODULE:FUNCTION",
+                   help="a function of the model path returning its torch twin, to time Captum on the same weights "
+                        "(default: onnx2torch where installed)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
+    p.set_defaults(run=_bench)
+
+    p = sub.add_parser("prototype", help="activation maximization: the input that maximizes one output neuron")
+    p.add_argument("model", help="the ONNX model")
+    p.add_argument("--neuron", type=int, required=True, help="the output neuron (class) to maximize")
+    p.add_argument("--steps", type=int, default=200, help="gradient ascent steps (default: 200)")
+    p.add_argument("--lr", type=float, default=0.05, help="step size as a fraction of the input range (default: 0.05)")
+    p.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the input (default: 0.01)")
+    p.add_argument("--low", type=float, default=0.0, help="input range, lower end (default: 0)")
+    p.add_argument("--high", type=float, default=1.0, help="input range, upper end (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting point's noise")
+    p.add_argument("-o", "--out", required=True, metavar="PROTO.png",
+                   help="the picture (.png); the array goes beside it as .npy")
+    p.set_defaults(run=_prototype)
 
     p = sub.add_parser("methods", help="list the built-in methods")
     p.set_defaults(run=_methods)
@@ -148,33 +198,156 @@ def _compile(args):
 
 def _analyze(args):
     from .runtime import check_feed, session, write_atomic
-    if len(_methods_of(args)) != 1:
-        raise NnxplainError("analyze takes exactly one method")
+    from .sampling import NOISE_SUFFIX, noise_feeds
+    methods = _methods_of(args)
+    if len(methods) != 1 and not args.grid:
+        raise NnxplainError("analyze takes exactly one method (several with --grid GRID.png)")
+    if args.out is None and args.grid is None:
+        raise NnxplainError("give -o OUT.npy, -o OUT.png or --grid GRID.png")
+    if args.out is not None and len(methods) != 1:
+        raise NnxplainError("-o writes one method's explanation; with several methods use --grid alone")
+    if args.out is not None and not args.out.endswith((".npy", ".png")):
+        raise NnxplainError(f"-o {args.out}: analyze writes .npy (the array) or .png (a picture)")
+    if args.grid is not None and not args.grid.endswith(".png"):
+        raise NnxplainError(f"--grid {args.grid}: the grid is a .png picture")
+    from .methods import load_method
+    from .perturbation import DEFAULTS as PERTURBATION_METHODS
     x = load_array(args.input)
-    model = _compile_args(args)
-    sess = session(model)
-    inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT]
-    if len(inputs) != 1:
-        raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
-    feeds = {inputs[0].name: check_feed(inputs[0], x)}
+    compiled = [m for m in methods if m not in PERTURBATION_METHODS]
+    sampled = [m for m in methods if m in PERTURBATION_METHODS]
+    params = _params(args.param)
+    neurons = None
     if args.neuron_selection == "index":
         if not args.neuron:
             raise NnxplainError("--neuron-selection index needs --neuron N")
         neurons = args.neuron if len(args.neuron) > 1 else args.neuron * len(x)
         if len(neurons) != len(x):
             raise NnxplainError(f"--neuron given {len(neurons)} times for a batch of {len(x)}")
-        feeds[NEURON_INPUT] = np.asarray(neurons, np.int64)
     elif args.neuron:
         raise NnxplainError("--neuron needs --neuron-selection index")
-    name = model.graph.output[-1].name
-    result = sess.run([name], feeds)[0]
-    if not args.out.endswith(".npy"):
-        raise NnxplainError(f"-o {args.out}: analyze writes .npy files")
+    if sampled and args.neuron_selection == "all":
+        raise NnxplainError(f"method '{sampled[0]}' explains one output per sample (max_activation or index)")
+    perturbation_keys = {k for m in sampled for k in PERTURBATION_METHODS[m]}
+    graph_keys = {k for m in compiled for k in load_method(m).settable()}
+    unknown = [k for k in params if "." not in k and k not in perturbation_keys | graph_keys]
+    if unknown:
+        raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods")
+    results, names, providers = {}, [], "CPUExecutionProvider"
+    if compiled:
+        args.method, args.rules = [m for m in args.method if m in compiled], [m for m in args.rules if m in compiled]
+        graph_params = {k: v for k, v in params.items() if k.split(".")[0] not in PERTURBATION_METHODS
+                        and ("." in k or k in graph_keys)}
+        args.param = [f"{k}={v}" for k, v in graph_params.items()]
+        model = _compile_args(args)
+        sess = session(model)
+        inputs = [m for m in sess.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
+        if len(inputs) != 1:
+            raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
+        feeds = {inputs[0].name: check_feed(inputs[0], x)}
+        x = feeds[inputs[0].name]
+        for method in resolve_methods(compiled, graph_params):
+            feeds.update({k: v for k, v in noise_feeds(sess, x, {method.name: method.params.get("seed", 0)}).items()
+                          if k.startswith(method.name + "/")})
+        if neurons is not None:
+            feeds[NEURON_INPUT] = np.asarray(neurons, np.int64)
+        names = [o.name for o in model.graph.output][-len(compiled):]
+        explained = args.output_name or model.graph.output[0].name
+        outs = sess.run([explained] + names, feeds)
+        scores, results = outs[0], dict(zip(names, outs[1:]))
+        providers = ", ".join(sess.get_providers())
+    if sampled:
+        from .evaluate import Scorer
+        from .perturbation import run
+        scorer = Scorer(args.model)
+        x = np.asarray(x, np.float32)
+        scores = scorer(x)
+        for name in sampled:
+            own = {k: v for k, v in params.items() if "." not in k and k in PERTURBATION_METHODS[name]}
+            own.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
+            results[name] = run(name, args.model, x, own, neuron=neurons, progress=sys.stderr.isatty())
+        names = [m if m in sampled else names[compiled.index(m)] for m in methods]
+        results = {n: results[n] for n in names}
+    from . import visualize as vis
+    if args.out is not None:
+        name, result = names[0], results[names[0]]
+        if args.out.endswith(".npy"):
+            import io
+            buffer = io.BytesIO()
+            np.save(buffer, result)
+            data = buffer.getvalue()
+        else:
+            kind = args.picture or vis.default_kind(name)
+            low, high = float(x.min()), float(x.max())
+            pictures = [vis.picture(kind, r, xi, args.reduce, low, high) for r, xi in zip(result, x)]
+            data = vis.image_png(pictures, scale=max(1, 128 // max(pictures[0].shape[:2])))
+        write_atomic(args.out, data)
+        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {providers})")
+    if args.grid is not None:
+        kinds = {n: args.picture for n in names} if args.picture else None
+        write_atomic(args.grid, vis.grid_png(x, results, scores.reshape(len(x), -1), kinds,
+                                             args.reduce))
+        print(f"wrote {args.grid} ({len(x)} inputs x {len(names)} methods)")
+
+
+def _evaluate(args):
+    from .evaluate import csv_bytes, evaluate, plot_bytes, table
+    from .runtime import write_atomic
+    if not args.method:
+        raise NnxplainError("give at least one --method to evaluate (the random baseline always runs)")
+    base = args.out[:-4] if args.out.endswith((".png", ".csv")) else args.out
+    result = evaluate(args.model, args.method, load_array(args.data), region=args.region, steps=args.steps,
+                      perturbation=args.perturbation, params=_params(args.param), seed=args.seed,
+                      progress=sys.stderr.isatty(), patterns=args.patterns)
+    plot, csv = plot_bytes(result), csv_bytes(result)
+    write_atomic(base + ".png", plot)
+    write_atomic(base + ".csv", csv)
+    print(f"perturbation analysis: {result['region']}x{result['region']} regions, {result['steps']} steps, "
+          f"{result['perturbation']}")
+    print(table(result))
+    print(f"wrote {base}.png and {base}.csv")
+
+
+def _bench(args):
+    import json
+
+    from .bench import bench, load_twin, onnx2torch_twin, table
+    from .runtime import write_atomic
+    twin = None
+    try:
+        import captum  # noqa: F401
+        twin = load_twin(args.torch, args.model) if args.torch else onnx2torch_twin(args.model)
+    except ImportError:
+        if args.torch:
+            raise NnxplainError("--torch needs torch and captum installed") from None
+    result = bench(args.model, args.method or ["gradient", "integrated_gradients"], batch=args.batch,
+                   repeats=args.repeats, params=_params(args.param), twin=twin, threads=args.threads,
+                   memory=not args.no_memory, progress=sys.stderr.isatty())
+    print(table(result))
+    if twin is None:
+        print("(no Captum comparison: give --torch MODULE:FUNCTION, or install torch, captum and onnx2torch)")
+    if args.json:
+        write_atomic(args.json, json.dumps(result, indent=1).encode())
+
+
+def _prototype(args):
     import io
+
+    from . import visualize as vis
+    from .prototype import prototype
+    from .runtime import write_atomic
+    if not args.out.endswith(".png"):
+        raise NnxplainError(f"-o {args.out}: the prototype is written as a .png (and .npy beside it)")
+    x, history = prototype(args.model, args.neuron, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low,
+                           high=args.high, seed=args.seed, progress=sys.stderr.isatty())
+    picture = vis.as_rgb(x, args.low, args.high)
+    png = vis.image_png([picture], scale=max(1, 256 // max(picture.shape[:2])))
     buffer = io.BytesIO()
-    np.save(buffer, result)
-    write_atomic(args.out, buffer.getvalue())
-    print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {', '.join(sess.get_providers())})")
+    np.save(buffer, x)
+    npy = args.out[:-4] + ".npy"
+    write_atomic(npy, buffer.getvalue())
+    write_atomic(args.out, png)
+    print(f"wrote {args.out} and {npy} (neuron {args.neuron}: objective {history[0]:.3f} -> {history[-1]:.3f} "
+          f"in {len(history) - 1} steps)")
 
 
 def _methods(args):
@@ -185,6 +358,11 @@ def _methods(args):
                            + [f"{k} (optional)" for k in method.optional])
         aka = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
         print(f"{name:<24} {method.description}{aka}" + (f" [{params}]" if params else ""))
+    from .perturbation import DEFAULTS
+    notes = {"occlusion": "Occlusion: the score drop when a patch covers the pixel (batched forward runs, no graph).",
+             "lime": "LIME: weighted ridge regression on random on/off grid segments (batched forward runs, no graph)."}
+    for name, defaults in DEFAULTS.items():
+        print(f"{name:<24} {notes[name]} [{', '.join(f'{k}={v}' for k, v in defaults.items())}]")
 
 
 def _support(args):

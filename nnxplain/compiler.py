@@ -15,6 +15,7 @@ from .load import IR_VERSION, load
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns, as_patterns
+from .sampling import copy_forward, explain_sampled, forward_nodes
 
 SELECTION_MODES = ("max_activation", "index", "all")
 NEURON_INPUT = "neuron"
@@ -42,12 +43,18 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     y = explained_output(graph, output)
     context = {"patterns": bind_patterns(resolved, patterns, graph)}
 
+    forward = forward_nodes(graph, inputs[0])
+    context["forward"] = (inputs[0], forward)
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
-        for x, relevance in explain(e, method, inputs, y, seeds[method.start], context):
+        if method.kind == "sampling":
+            explained = explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
+        else:
+            explained = explain(e, method, inputs, y, seeds[method.start], context)
+        for x, relevance in explained:
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
             graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
@@ -148,12 +155,18 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
         extra = {need: (context or {})[need] for need in rule.needs}  # what the rule needs besides parameters
         return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params, **extra)
 
+    references = {}
+    if "reference" in method.needs:  # DeepLIFT: the forward pass of the reference input, beside x's
+        references = reference_forward(e, method, inputs, context)
+        context = {**(context or {}), "reference": references}
     relevance = propagate(e, {y.name: seed}, inputs, rule_for)
     out = []
     for x in inputs:
         r = relevance[x.name]
         r = e.zeros_like(x) if r is None else r
-        if method.times_input:
+        if method.times_input and x.name in references:
+            r = e.Mul(r, e.Sub(x, references[x.name]))  # multipliers times (x - reference)
+        elif method.times_input:
             r = e.Mul(r, x)
         post = method.params.get("postprocess", "none")
         if post == "abs":
@@ -161,6 +174,46 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
         elif post == "square":
             r = e.Mul(r, r)
         out.append((x, r))
+    return out
+
+
+def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -> dict:
+    """The forward pass on the reference input (every element `reference_inputs`), shaped like the
+    explained input: {tensor name in the explained pass: the same tensor in the reference pass}."""
+    if len(inputs) != 1:
+        raise NnxplainError(f"method '{method.name}' explains models with one float input")
+    x = inputs[0]
+    original, nodes = context["forward"]
+    value = e.const(np.array(float(method.params.get("reference_inputs", 0.0)), FLOAT))
+    ref = e.Expand(value, e.shape_of(x))
+    ref.dtype, ref.shape = x.dtype, x.shape
+    batch = None if x is original else (original.shape or [None])[0]
+    symbol = (x.shape or [None])[0]  # the reference pass has the explained pass's batch
+    mapping, copies = copy_forward(e, nodes, original, ref, batch, "reference", symbol)
+    references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
+    for node in copies:
+        node.name = f"{node.name}/nnx_{method.name}_reference"
+    return references
+
+
+def _by_position(e, nodes, original, x, mapping):
+    """Reference tensors keyed by the names of the explained pass's tensors (the original forward's,
+    or those of its copy that reads x)."""
+    if x is original:
+        return {name: t for name, t in mapping.items() if name != original.name}
+    out, current = {}, {original.name: x}
+    consumers = {}
+    for node in e.graph.nodes:
+        for t in node.inputs:
+            consumers.setdefault(t.name, []).append(node)
+    for node in nodes:  # walk the original and find, for each node, the copy reading the mapped inputs
+        ins = [current.get(t.name) for t in node.inputs if isinstance(t, gs.Variable) and t.name in current]
+        if not ins:
+            continue
+        copy = next(c for c in consumers.get(ins[0].name, []) if c.op == node.op and c.name == node.name)
+        for t, c in zip(node.outputs, copy.outputs):
+            current[t.name] = c
+            out[c.name] = mapping[t.name]
     return out
 
 

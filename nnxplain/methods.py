@@ -26,7 +26,7 @@ GROUPS = {
     "add": {"Add", "Sub"},
     "concat": {"Concat"},
 }
-KINDS = {"backward", "input", "random"}
+KINDS = {"backward", "input", "random", "sampling"}
 STARTS = {"one", "value", "positive_value"}
 POSITIONS = {"first", "last"}
 POSTPROCESS = {"none", "abs", "square"}
@@ -75,10 +75,19 @@ class Method:
     strict: bool = False          # every node on the backward path must match a rule entry
     default: str = "gradient"     # the rule of nodes no entry matches (when not strict)
     aliases: list[str] = field(default_factory=list)
+    base: str | None = None       # kind "sampling": the method whose explanations are sampled
+    sampling: dict = field(default_factory=dict)  # kind "sampling": inputs (noise|path), reduce (mean|variance|mean_times_delta)
+
+    def base_method(self) -> "Method":
+        """A sampling method's base method, with the parameters of this method that it has."""
+        base = load_method(self.base)
+        return base.with_params({k: v for k, v in self.params.items() if k in base.settable()})
 
     @property
     def needs(self) -> set[str]:
         """What the method's rules need from the compiler besides parameters (e.g. "patterns")."""
+        if self.kind == "sampling":
+            return load_method(self.base).needs
         return {need for entry in self.rules for need in RULES[entry.rule].needs}
 
     def settable(self) -> list[str]:
@@ -204,7 +213,7 @@ def parse_method(data: dict, default_name: str, source: str = "", _including: tu
                  name: str | None = None) -> Method:
     where = source or default_name
     allowed = {"name", "description", "kind", "start", "times_input", "params", "rule", "include", "required",
-               "optional", "strict", "default", "aliases"}
+               "optional", "strict", "default", "aliases", "base", "sampling"}
     extra = sorted(set(data) - allowed)
     if extra:
         raise NnxplainError(f"{where}: unknown key '{extra[0]}' (allowed: {', '.join(sorted(allowed))})")
@@ -242,12 +251,51 @@ def parse_method(data: dict, default_name: str, source: str = "", _including: tu
         kind = kind or part.kind
         start = start or part.start
     kind, start = kind or "backward", start or "one"
+    base, sampling = data.get("base"), dict(data.get("sampling", {}))
+    if kind == "sampling":
+        base, sampling, params, required, optional = _sampling(where, base, sampling, params, required, optional,
+                                                               _including)
+    elif base is not None or sampling:
+        raise NnxplainError(f"{where}: 'base' and [sampling] belong to methods of kind 'sampling'")
     method = Method(name=name or data.get("name", default_name), description=data.get("description", ""), kind=kind,
                     start=start, times_input=bool(data.get("times_input", False)), params=params, rules=entries,
                     source=source, required=required, optional=optional, strict=strict, default=default,
-                    aliases=list(data.get("aliases", [])))
+                    aliases=list(data.get("aliases", [])), base=base, sampling=sampling)
     method.validate()
     return method
+
+
+def _sampling(where, base, sampling, params, required, optional, including):
+    """Check a sampling method's base and [sampling] table; it takes on the base method's parameters
+    (its own defaults win)."""
+    from .sampling import INPUTS, REDUCE
+    if not isinstance(base, str):
+        raise NnxplainError(f"{where}: a method of kind 'sampling' names its base method (base = \"gradient\")")
+    extra = sorted(set(sampling) - {"inputs", "reduce"})
+    if extra:
+        raise NnxplainError(f"{where}: [sampling] has unknown key '{extra[0]}' (allowed: inputs, reduce)")
+    if sampling.get("inputs") not in INPUTS:
+        raise NnxplainError(f"{where}: [sampling] inputs must be one of {sorted(INPUTS)}, got '{sampling.get('inputs')}'")
+    if sampling.get("reduce") not in REDUCE:
+        raise NnxplainError(f"{where}: [sampling] reduce must be one of {sorted(REDUCE)}, got '{sampling.get('reduce')}'")
+    needed = ["augment_by_n", "noise_scale", "seed"] if sampling["inputs"] == "noise" else ["steps"]
+    missing = [k for k in needed if k not in params]
+    if missing:
+        raise NnxplainError(f"{where}: a sampling method with inputs '{sampling['inputs']}' needs parameter "
+                            f"'{missing[0]}' in [params]")
+    path = _find(base)
+    if path is None or str(path) in including:
+        raise NnxplainError(f"{where}: base method '{base}' is unknown (available: {', '.join(available())})")
+    inner = parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path),
+                         _including=including + (str(path),))
+    if inner.kind == "sampling":
+        raise NnxplainError(f"{where}: base method '{base}' is itself a sampling method")
+    if inner.kind != "backward":
+        raise NnxplainError(f"{where}: base method '{base}' has no backward pass to sample (kind '{inner.kind}')")
+    params = {**inner.params, **params}
+    required = required + [k for k in inner.required if k not in required and k not in params]
+    optional = optional + [k for k in inner.optional if k not in optional and k not in params]
+    return str(path), sampling, params, required, optional
 
 
 def _entry(raw: dict, index: int, where: str, method_params: set) -> RuleEntry:

@@ -7,6 +7,8 @@ has a gradient adapter), so a method that maps it elsewhere fails with a clear m
 from __future__ import annotations
 
 import inspect
+
+import numpy as np
 from typing import Callable, NamedTuple
 
 from .errors import UnsupportedError
@@ -55,6 +57,23 @@ def _transpose_with(e, node, dy, weight):
     return dxs
 
 
+def rescale(e, node, dy, reference, eps: float = 1e-10):
+    """DeepLIFT's rescale rule (Shrikumar et al. 2017) for an elementwise activation: the multiplier
+    (y - y_ref) / (x - x_ref), the difference quotient between the input and the reference input's
+    forward pass; where |x - x_ref| < eps, the gradient (as Captum does)."""
+    x, y = node.inputs[0], node.outputs[0]
+    if x.name not in reference or y.name not in reference:
+        raise ValueError("the reference forward pass does not reach this node")
+    delta_in = e.Sub(x, reference[x.name])
+    delta_out = e.Sub(y, reference[y.name])
+    small = e.Less(e.Abs(delta_in), e.const(np.array(eps, np.float32)))
+    safe_in = e.Where(small, e.const(np.array(1.0, np.float32)), delta_in)
+    by_rescale = e.Mul(dy, e.Div(delta_out, safe_in))
+    by_gradient = gradient(e, node, dy)[0]
+    return [e.Where(small, by_gradient, by_rescale)] + [None] * (len(node.inputs) - 1)
+
+
+ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Softplus"})
 LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 
 RULES: dict[str, Rule] = {
@@ -62,6 +81,8 @@ RULES: dict[str, Rule] = {
     "deconvnet": Rule(deconvnet, frozenset({"Relu"}), "ReLU passes the positive part of the signal"),
     "guided_backprop": Rule(guided_backprop, frozenset({"Relu"}),
                             "ReLU gradient of the positive part of the signal"),
+    "rescale": Rule(rescale, ACTIVATIONS, "DeepLIFT rescale: (y - y_ref) / (x - x_ref), gradient where x = x_ref",
+                    ("reference",)),
     "pattern_net": Rule(pattern_net, LINEAR_OPS, "transpose with the layer's patterns", ("patterns",)),
     "pattern_attribution": Rule(pattern_attribution, LINEAR_OPS, "transpose with weights times patterns",
                                 ("patterns",)),

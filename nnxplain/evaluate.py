@@ -1,0 +1,195 @@
+"""Perturbation analysis (pixel flipping; Samek et al. 2017, iNNvestigate, PatternNet Fig. 4a).
+
+Each image is split into square regions; the regions are ordered by their summed relevance (all
+channels), and the most relevant are perturbed first, one more region per step. After every step the
+model's score for the class it predicted on the unperturbed image is recorded. A method whose ordering
+finds the evidence makes the score fall fast. AOPC, the area over the perturbation curve, scores that:
+
+    AOPC = 1/(K+1) * sum_{k=0..K} mean over images of (f(x) - f(x after k steps))
+
+(higher is better). A random ordering of the regions always runs as the baseline (`random`).
+All forward runs are batched through ONNX Runtime.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import NnxplainError
+
+PERTURBATIONS = ("mean", "zeros", "gaussian", "invert")
+RANDOM = "random"
+
+
+def default_region(shape) -> int:
+    """9x9 pixels (iNNvestigate's region_shape), smaller for small images so there are at least 4x4 regions."""
+    return max(1, min(9, min(shape[-2:]) // 4))
+
+
+def region_relevance(relevance: np.ndarray, region: int) -> np.ndarray:
+    """[N, rows, cols]: relevance summed over channels and over each region (edge regions may be smaller)."""
+    n, _, h, w = relevance.shape
+    rows, cols = -(-h // region), -(-w // region)
+    padded = np.zeros((n, rows * region, cols * region), np.float64)
+    padded[:, :h, :w] = relevance.sum(1)
+    return padded.reshape(n, rows, region, cols, region).sum((2, 4))
+
+
+def perturb(x: np.ndarray, masks: np.ndarray, how: str, stats: dict, rng) -> np.ndarray:
+    """x [N, C, H, W] with the pixels where masks [N, H, W] is true replaced as `how` says."""
+    m = np.broadcast_to(masks[:, None], x.shape)
+    if how == "zeros":
+        fill = np.zeros_like(x)
+    elif how == "mean":  # each region's own mean per channel
+        fill = stats["region_mean"]
+    elif how == "gaussian":  # noise with the data's per-channel mean and standard deviation
+        fill = stats["mean"] + stats["std"] * rng.standard_normal(x.shape).astype(x.dtype)
+    elif how == "invert":  # reflected in the data range
+        fill = stats["low"] + stats["high"] - x
+    else:
+        raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{how}'")
+    return np.where(m, fill, x).astype(x.dtype)
+
+
+def _region_mean(x, region):
+    n, c, h, w = x.shape
+    rows, cols = -(-h // region), -(-w // region)
+    out = np.empty_like(x)
+    for i in range(rows):
+        for j in range(cols):
+            sl = (slice(None), slice(None), slice(i * region, (i + 1) * region), slice(j * region, (j + 1) * region))
+            out[sl] = x[sl].mean((2, 3), keepdims=True)
+    return out
+
+
+class Scorer:
+    """The model's first output, batched through ONNX Runtime."""
+
+    def __init__(self, model, batch_size: int = 512):
+        from .canonicalize import canonicalize
+        from .load import load
+        from .runtime import session
+        self.session = session(canonicalize(load(model)))  # Softmax removed: the scores, as explained
+        self.input = self.session.get_inputs()[0].name
+        self.batch_size = batch_size
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        outs = [self.session.run(None, {self.input: x[i:i + self.batch_size]})[0]
+                for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(outs).reshape(len(x), -1)
+
+
+def perturbation_curve(scorer: Scorer, x: np.ndarray, relevance: np.ndarray, classes: np.ndarray, region: int,
+                       steps: int, how: str, seed: int = 0) -> np.ndarray:
+    """[steps + 1, N]: the score of each image's class after perturbing 0..steps most relevant regions."""
+    rng = np.random.default_rng(seed)
+    n, _, h, w = x.shape
+    order = np.argsort(-region_relevance(relevance, region).reshape(n, -1), axis=1, kind="stable")
+    cols = -(-w // region)
+    stats = {"region_mean": _region_mean(x, region), "mean": x.mean((0, 2, 3), keepdims=True),
+             "std": x.std((0, 2, 3), keepdims=True), "low": x.min(), "high": x.max()}
+    masks = np.zeros((n, h, w), bool)
+    batches = [x]
+    for k in range(steps):
+        r, c = np.divmod(order[:, k], cols)
+        for i in range(n):
+            masks[i, r[i] * region:(r[i] + 1) * region, c[i] * region:(c[i] + 1) * region] = True
+        batches.append(perturb(x, masks, how, stats, rng))
+    scores = scorer(np.concatenate(batches))
+    return scores.reshape(steps + 1, n, -1)[:, np.arange(n), classes]
+
+
+def aopc(curve: np.ndarray) -> float:
+    """Area over the perturbation curve: the mean drop of the score over steps 0..K and images."""
+    return float((curve[:1] - curve).mean())
+
+
+def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None, steps: int | None = None,
+             perturbation: str = "zeros", params: dict | None = None, seed: int = 0, progress: bool = True,
+             patterns=None) -> dict:
+    """{method: curve [steps + 1] (mean score over the images)} for each method and the random baseline,
+    plus "aopc" {method: AOPC}."""
+    from .analyzer import create_analyzer
+    from .perturbation import DEFAULTS as PERTURBATION_METHODS
+    from .perturbation import run as run_perturbation
+    if perturbation not in PERTURBATIONS:
+        raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{perturbation}'")
+    x = np.asarray(x, np.float32)
+    if x.ndim != 4:
+        raise NnxplainError(f"perturbation analysis takes images [N, C, H, W]; the data has shape {list(x.shape)}")
+    region = region or default_region(x.shape)
+    if region < 1:
+        raise NnxplainError(f"region must be at least 1 pixel, got {region}")
+    total = (-(-x.shape[2] // region)) * (-(-x.shape[3] // region))
+    steps = total if steps is None else steps
+    if not 1 <= steps <= total:
+        raise NnxplainError(f"steps must be between 1 and the number of regions ({total}), got {steps}")
+    scorer = Scorer(model)
+    classes = scorer(x).argmax(1)
+    names = [m for m in methods if m != RANDOM] + [RANDOM]
+    curves, scores = {}, {}
+    for name in tqdm(names, desc="perturbation analysis", disable=not progress, unit="method"):
+        if name == RANDOM:
+            relevance = np.random.default_rng(seed).standard_normal(x.shape)
+        elif name in PERTURBATION_METHODS:
+            own = {k: v for k, v in (params or {}).items() if "." not in k and k in PERTURBATION_METHODS[name]}
+            own.update({k[len(name) + 1:]: v for k, v in (params or {}).items() if k.startswith(name + ".")})
+            relevance = run_perturbation(name, model, x, own)
+        else:
+            analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
+            if analyzer.model is None:
+                raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
+                                    f"(from `nnxplain fit`), or patterns= in Python")
+            relevance = analyzer.analyze(x)
+        curve = perturbation_curve(scorer, x, relevance, classes, region, steps, perturbation, seed)
+        curves[name] = curve.mean(1)
+        scores[name] = aopc(curve)
+    return {"curves": curves, "aopc": scores, "region": region, "steps": steps, "perturbation": perturbation}
+
+
+def _own(name, params):
+    """The parameters (`key` or `method.key`) that method `name` has."""
+    from .methods import load_method
+    from .perturbation import DEFAULTS
+    params = {k: v for k, v in params.items() if k.split(".")[0] not in DEFAULTS}
+    settable = set(load_method(name).settable())
+    out = {k: v for k, v in params.items() if "." not in k and k in settable}
+    out.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
+    return out
+
+
+def table(result: dict) -> str:
+    width = max(len(n) for n in result["aopc"]) + 2
+    lines = [f"{'method':<{width}} AOPC", f"{'-' * width} --------"]
+    for name, value in sorted(result["aopc"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"{name:<{width}} {value:8.4f}")
+    return "\n".join(lines)
+
+
+def csv_bytes(result: dict) -> bytes:
+    names = list(result["curves"])
+    lines = ["step," + ",".join(names)]
+    for k in range(result["steps"] + 1):
+        lines.append(f"{k}," + ",".join(f"{result['curves'][n][k]:.6g}" for n in names))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def plot_bytes(result: dict) -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, curve in result["curves"].items():
+        ax.plot(np.arange(len(curve)), curve, label=f"{name} (AOPC {result['aopc'][name]:.3f})",
+                linestyle="--" if name == RANDOM else "-")
+    ax.set_xlabel(f"regions perturbed ({result['region']}x{result['region']} pixels, {result['perturbation']})")
+    ax.set_ylabel("score of the predicted class")
+    ax.set_title("perturbation analysis")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,163 @@
+"""Sampling methods: one graph that explains many perturbed copies of the input at once.
+
+A sampling method (`kind = "sampling"` in its method file) names a `base` method and a `[sampling]`
+table: how the copies are made (`inputs = "noise"`: x + noise_scale * noise, or `inputs = "path"`:
+points on the straight line from a reference to x) and how their explanations reduce to one
+(`reduce = "mean"`, `"variance"`, or `"mean_times_delta"`: the mean times (x - reference), which
+makes integrated gradients). The compiler folds the samples into the batch dimension
+(S copies of a batch of B become one batch of S*B, sample-major), copies the forward part of the
+graph for that big batch, runs the base method's backward pass over it once, and reduces back to B.
+`chunk` (samples per block, 0: all at once) splits the samples into several such blocks in the same
+graph, each block reading its shape from the previous block's result so that ONNX Runtime runs
+them one after the other and frees each block's intermediates before the next: memory is bounded
+by one block.
+
+Noise is generated on the host, not in the graph: ONNX Runtime's RandomNormal(Like) continues its
+random stream from run to run of a session, and its values depend on the batch size, so the same
+input would get different explanations. The compiled graph instead takes an input
+`<method>/noise` (float32, shape [augment_by_n, batch, *input dims]) of standard normal noise;
+`noise(shape, seed)` draws it reproducibly (numpy's default_rng(seed)), and the Analyzer and the CLI
+feed it with the method's `seed`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .emitter import FLOAT, Emitter, static_dims
+from .errors import NnxplainError
+
+INPUTS = {"noise", "path"}
+REDUCE = {"mean", "variance", "mean_times_delta"}
+NOISE_SUFFIX = "/noise"
+
+
+def noise(shape, seed: int) -> np.ndarray:
+    """Standard normal noise for a `<method>/noise` input: reproducible from the seed."""
+    return np.random.default_rng(int(seed)).standard_normal(tuple(shape), dtype=np.float32)
+
+
+def noise_feeds(session, x: np.ndarray, seeds: dict[str, int] | None = None) -> dict:
+    """Noise for every `<method>/noise` input of a compiled explainer, for the batch x (seed: the
+    method's, from `seeds` by method name, else 0)."""
+    feeds = {}
+    for meta in session.get_inputs():
+        if meta.name.endswith(NOISE_SUFFIX):
+            method = meta.name[:-len(NOISE_SUFFIX)]
+            samples = meta.shape[0]
+            feeds[meta.name] = noise((samples,) + tuple(x.shape), (seeds or {}).get(method, 0))
+    return feeds
+
+
+def sample_count(method) -> int:
+    key = "augment_by_n" if method.sampling["inputs"] == "noise" else "steps"
+    n = int(method.params[key])
+    if n < 1:
+        raise NnxplainError(f"method '{method.name}': {key} must be at least 1, got {n}")
+    return n
+
+
+def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: gs.Tensor, forward: list,
+                    explain, context) -> list:
+    """`forward`: the forward nodes that depend on the input (forward_nodes), taken before anything was emitted."""
+    """(input, explanation) for a sampling method whose base method is `base` (a resolved Method)."""
+    if len(inputs) != 1:
+        raise NnxplainError(f"method '{method.name}': sampling methods explain models with one float input "
+                            f"(this one has {len(inputs)})")
+    x = inputs[0]
+    dims = static_dims(x, f"method '{method.name}'", 1)
+    batch = (x.shape or [None])[0]
+    if not isinstance(batch, str) and batch is not None:
+        raise NnxplainError(f"method '{method.name}': input '{x.name}' has a fixed batch size {batch}; sampling "
+                            f"methods fold the samples into the batch and need a dynamic one")
+    total = sample_count(method)
+    chunk = int(method.params.get("chunk", 0)) or total
+    if chunk < 0:
+        raise NnxplainError(f"method '{method.name}': chunk must be 0 (all samples at once) or positive, got {chunk}")
+    kind, reduce = method.sampling["inputs"], method.sampling["reduce"]
+    rank = len(dims) + 1
+    reference = float(method.params.get("reference_inputs", 0.0))
+
+    if kind == "noise":
+        name = e.claim(method.name + NOISE_SUFFIX, "_input")
+        noise_in = gs.Variable(name, dtype=FLOAT, shape=[total, batch or "batch"] + dims)
+        e.graph.inputs.append(noise_in)
+        scaled = e.Mul(noise_in, float(method.params.get("noise_scale", 1.0)))
+    else:
+        delta = e.Sub(x, reference)
+
+    big_shape = e.ints([-1] + dims)
+    total_sum, total_sq = None, None
+    for block, start in enumerate(range(0, total, chunk)):
+        n = min(chunk, total - start)
+        if kind == "noise":
+            part = scaled if n == total else e.Slice(scaled, e.ints([start]), e.ints([start + n]), e.ints([0]))
+            samples = e.Add(e.Unsqueeze(x, e.ints([0])), part)                      # [n, B, ...]
+        else:
+            alphas = np.arange(start + 1, start + n + 1, dtype=np.float64) / total  # right Riemann sum
+            alphas = alphas.astype(FLOAT).reshape([n] + [1] * rank)
+            samples = e.Add(e.Mul(e.Unsqueeze(delta, e.ints([0])), e.const(alphas)), reference)
+        if total_sum is None:
+            x_big = e.Reshape(samples, big_shape)                                   # [n*B, ...]
+        else:
+            # The block's shape is read from the previous block's sum: a real dependency, so ONNX
+            # Runtime finishes a block (and frees its intermediates) before it starts the next one;
+            # independent blocks would be interleaved level by level and all be alive at once.
+            previous_batch = e.Slice(e.Shape(total_sum), e.ints([0]), e.ints([1]))
+            x_big = e.Reshape(samples, e.Concat(e.Mul(previous_batch, e.ints([n])), e.ints(dims), axis=0))
+        # each block its own batch symbol: blocks of different sizes must not look alike to ONNX Runtime
+        symbol = f"{method.name}_samples_{block}"
+        x_big.dtype, x_big.shape = x.dtype, [symbol] + dims
+        mapping, copies = copy_forward(e, forward, x, x_big, batch, f"s{block}", symbol)
+        if y.name not in mapping:
+            raise NnxplainError(f"output '{y.name}' does not depend on input '{x.name}'")
+        y_big = mapping[y.name]
+        mask_big = e.Tile(mask, e.ints([n] + [1] * (len(y.shape) - 1)))
+        value = e.Mul(mask_big, y_big)
+        seed = {"one": mask_big, "value": value, "positive_value": e.Relu(value)}[base.start]
+        [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context)
+        for node in copies:  # rules have matched the original names; now make them unique
+            node.name = f"{node.name}/nnx_{method.name}_s{block}"
+        r = e.Reshape(r_big, e.ints([n, -1] + dims))                                # [n, B, ...]
+        part_sum = e.ReduceSum(r, e.ints([0]), keepdims=0)
+        total_sum = part_sum if total_sum is None else e.Add(total_sum, part_sum)
+        if reduce == "variance":
+            part_sq = e.ReduceSum(e.Mul(r, r), e.ints([0]), keepdims=0)
+            total_sq = part_sq if total_sq is None else e.Add(total_sq, part_sq)
+    mean = e.Div(total_sum, float(total))
+    if reduce == "mean":
+        out = mean
+    elif reduce == "variance":  # E[r^2] - E[r]^2, as Captum's NoiseTunnel computes VarGrad
+        out = e.Sub(e.Div(total_sq, float(total)), e.Mul(mean, mean))
+    else:
+        out = e.Mul(mean, e.Sub(x, reference))
+    return [(x, out)]
+
+
+def forward_nodes(graph: gs.Graph, x: gs.Tensor) -> list:
+    """The nodes of the (topologically sorted) forward graph that depend on x."""
+    reached, nodes = {x.name}, []
+    for node in graph.nodes:
+        if any(isinstance(t, gs.Variable) and t.name in reached for t in node.inputs):
+            nodes.append(node)
+            reached.update(t.name for t in node.outputs)
+    return nodes
+
+
+def copy_forward(e: Emitter, nodes: list, x: gs.Tensor, x_new: gs.Tensor, batch, tag: str, symbol: str | None = None):
+    """Append a copy of the forward nodes that reads x_new instead of x; return {original tensor name:
+    its copy} and the copied nodes. Dims named `batch` become `symbol` in the copy. Node
+    names stay until the caller renames them (rule entries match names); constants (weights) are shared with the original."""
+    mapping, copies = {x.name: x_new}, []
+    for node in nodes:
+        ins = [mapping.get(t.name, t) if isinstance(t, gs.Variable) and t.name else t for t in node.inputs]
+        outs = []
+        for t in node.outputs:
+            shape = None if t.shape is None else [symbol if d == batch and batch is not None else d
+                                                  for d in t.shape]
+            copy = gs.Variable(e.fresh(f"{tag}/{t.name.strip('/')}"), dtype=t.dtype, shape=shape)
+            mapping[t.name] = copy
+            outs.append(copy)
+        copies.append(gs.Node(node.op, node.name, dict(node.attrs), ins, outs, domain=node.domain))
+        e.graph.nodes.append(copies[-1])
+    return mapping, copies
