@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="a method parameter, `key=value` or `method.key=value`")
         p.add_argument("--neuron-selection", choices=SELECTION_MODES, default="max_activation",
                        help="which output neuron to explain (default: max_activation)")
-        p.add_argument("--output-name", help="the model output to explain (default: the first)")
+        p.add_argument("--output", "--output-name", dest="output_name", metavar="NAME",
+                       help="the model output to explain (default: the first); every float input gets its relevance")
         p.add_argument("--keep-softmax", action="store_true", help="explain the softmax output instead of the scores")
         p.add_argument("--patterns", metavar="PATTERNS.npz", help="fitted patterns (pattern.net, pattern.attribution)")
         p.add_argument("--fit-data", metavar="TRAIN.npy", help="fit the patterns on this data first (one step)")

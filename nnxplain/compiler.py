@@ -40,6 +40,7 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     graph.toposort()
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
+    check_float_path(graph, inputs, y)
     context = {"patterns": bind_patterns(resolved, patterns, graph)}
 
     e = Emitter(graph)
@@ -102,6 +103,30 @@ def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
         if np.dtype(t.dtype) != FLOAT:
             raise UnsupportedError(f"input '{t.name}' is {np.dtype(t.dtype).name}; only float32 models are supported")
     return inputs
+
+
+def check_float_path(graph: gs.Graph, inputs: list[gs.Variable], y: gs.Tensor):
+    """The explained output must reach the inputs through float tensors: a quantized (int8) or cast
+    section in between would silently give zero explanations."""
+    from .backward import NOT_DIFFERENTIABLE, depends_on
+    live = depends_on(graph, inputs)
+    if y.name in live:
+        return
+    for node in graph.nodes:
+        if node.op not in NOT_DIFFERENTIABLE and any(t.name in live for t in node.inputs):
+            broken = [t for t in node.outputs if t.name not in live and t.dtype is not None]
+            if broken and depends_on_any(graph, broken, y):
+                raise UnsupportedError(
+                    f"node '{node.name}' ({node.op}) turns the input into {np.dtype(broken[0].dtype).name} on the "
+                    f"way to output '{y.name}'; only float32 models are supported (no quantized or integer sections)")
+
+
+def depends_on_any(graph: gs.Graph, sources: list[gs.Tensor], y: gs.Tensor) -> bool:
+    reached = {t.name for t in sources}
+    for node in graph.nodes:
+        if any(t.name in reached for t in node.inputs):
+            reached.update(t.name for t in node.outputs)
+    return y.name in reached
 
 
 def explained_output(graph: gs.Graph, name: str | None) -> gs.Variable:

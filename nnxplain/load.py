@@ -41,6 +41,7 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         raise UnsupportedError(
             f"{where}: node '{node.name}' uses op {node.op_type} from domain '{node.domain}'; "
             "only the default ONNX domain is supported")
+    _check_wiring(proto, where)
     _fill_output_shapes(proto)
     try:
         onnx.checker.check_model(proto)
@@ -58,6 +59,55 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:
         raise NnxplainError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+
+
+def _check_wiring(proto: onnx.ModelProto, where: str):
+    """Name a tensor that nothing provides (a missing initializer, a dangling input) or a cycle, and
+    put nodes written out of order into order (the checker would only say 'not topologically sorted')."""
+    graph = proto.graph
+    available = {t.name for t in graph.input} | {t.name for t in graph.initializer} | {""}
+    available |= {t.values.name for t in graph.sparse_initializer}
+    produced = {name: node for node in graph.node for name in node.output if name}
+    for node in graph.node:
+        for name in node.input:
+            if name not in available and name not in produced:
+                raise NnxplainError(f"{where}: node '{node.name}' ({node.op_type}) reads '{name}', which no node, "
+                                    "graph input or initializer provides (a missing initializer or a dangling input)")
+    for out in graph.output:
+        if out.name not in available and out.name not in produced:
+            raise NnxplainError(f"{where}: graph output '{out.name}' is produced by no node")
+    seen = set(available)
+    for node in graph.node:
+        if not all(i in seen for i in node.input):
+            break
+        seen.update(node.output)
+    else:
+        return  # already in order: the usual case
+    # Kahn's order over the nodes; what is left over lies on a cycle
+    waiting = {id(n): sum(1 for i in set(n.input) if i not in available) for n in graph.node}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in set(n.input):
+            if i not in available:
+                readers.setdefault(i, []).append(n)
+    ready = [n for n in graph.node if waiting[id(n)] == 0]
+    order = []
+    while ready:
+        node = ready.pop(0)
+        order.append(node)
+        for name in node.output:
+            for reader in readers.get(name, []):
+                waiting[id(reader)] -= 1
+                if waiting[id(reader)] == 0:
+                    ready.append(reader)
+    if len(order) < len(graph.node):
+        stuck = next(n for n in graph.node if waiting[id(n)] > 0)
+        raise NnxplainError(f"{where}: the graph has a cycle through node '{stuck.name}' ({stuck.op_type})")
+    nodes = [onnx.NodeProto() for _ in order]
+    for new, old in zip(nodes, order):
+        new.CopyFrom(old)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _fill_output_shapes(proto: onnx.ModelProto):
