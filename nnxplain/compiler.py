@@ -41,7 +41,8 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
-    context = {"patterns": bind_patterns(resolved, patterns, graph)}
+    # the model's own nodes: what each method's analysis looks at (not the backward passes emitted before it)
+    context = {"patterns": bind_patterns(resolved, patterns, graph), "forward_nodes": list(graph.nodes)}
 
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
@@ -165,8 +166,15 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
     where = positions(e.graph, inputs, y)
     method.check_patterns(e.graph, where)
+    forward = (context or {}).get("forward_nodes") or list(e.graph.nodes)
+    names: dict[int, str] = {}
+
+    def rule_name(node):
+        if id(node) not in names:
+            names[id(node)] = method.rule_for(node, where)[0]
+        return names[id(node)]
     # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
-    e.zero_where_zero = zero_where_zero(e.graph, lambda node: method.rule_for(node, where)[0])
+    e.zero_where_zero = zero_where_zero(e.graph, rule_name, forward)
 
     def rule_for(node):
         _, rule, rule_params = method.rule_for(node, where)
