@@ -81,19 +81,20 @@ class ResNet50Style(nn.Module):
     """ResNet-50's layout: 7x7/2 stem, 3x3/2 max pool, four stages of bottleneck blocks (here 2-1-1-1
     blocks instead of 3-4-6-3, width 4-8-8-16 instead of 64-128-256-512), global average pool, dense."""
 
-    def __init__(self):
+    def __init__(self, stem=8, widths=(4, 8, 8, 16), blocks=(2, 1, 1, 1), classes=10):
+        """ResNet50Style(64, (64, 128, 256, 512), (3, 4, 6, 3), 1000) is ResNet-50 itself."""
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.MaxPool2d(3, stride=2, padding=1))
-        blocks, c = [], 8
-        for width, n, stride in [(4, 2, 1), (8, 1, 2), (8, 1, 2), (16, 1, 2)]:
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(stem),
+                                  nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))
+        layers, c = [], stem
+        for width, n, stride in zip(widths, blocks, (1, 2, 2, 2)):
             for i in range(n):
-                blocks.append(Bottleneck(c, width, stride if i == 0 else 1))
+                layers.append(Bottleneck(c, width, stride if i == 0 else 1))
                 c = width * 4
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(c, 10)
+        self.fc = nn.Linear(c, classes)
 
     def forward(self, x):
         return self.fc(self.flatten(self.pool(self.blocks(self.stem(x)))))

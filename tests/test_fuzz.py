@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 import nnxplain
 from nnxplain.runtime import session
 
-GRAPHS = int(os.environ.get("NNXPLAIN_FUZZ_GRAPHS", "60"))
+GRAPHS = int(os.environ.get("NNXPLAIN_FUZZ_GRAPHS", "300"))
 BATCH = 2
 
 
@@ -226,18 +226,22 @@ def check_graph(seed: int):
         d = rng.normal(size=shape)
         fd = (f(x64 + eps * d) - f(x64 - eps * d)) / (2 * eps)
         analytic = float((grad * d).sum())
-        scale = max(np.abs(grad).sum() * np.abs(d).max() / np.sqrt(grad.size), abs(fd), 1e-6)
+        # the size of a directional derivative of this gradient, floored at 0.01: the explainer runs in
+        # float32, so where saturated activations (Clip, Tanh, Sigmoid) or cancellation make the
+        # gradient tiny its absolute error stays at float32 rounding of the O(1) terms it is made of
+        scale = max(np.abs(grad).sum() * np.abs(d).max() / np.sqrt(grad.size), abs(fd), 1e-2)
         errors.append(abs(analytic - fd) / scale)
     return max(errors), ops
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # onnx.reference's Sigmoid evaluates both branches of np.where
 def test_random_graphs_match_finite_differences():
     failures, op_counts = [], {}
     for seed in range(GRAPHS):
         error, ops = check_graph(seed)
         for op in ops:
             op_counts[op] = op_counts.get(op, 0) + 1
-        if error > 1e-4:
+        if not np.isfinite(error) or error > 1e-3:  # a wrong gradient is off by O(1); float32 rounding stays below 1e-4 mostly
             failures.append((seed, error, ops))
     print(f"{GRAPHS} random graphs, ops used: {dict(sorted(op_counts.items()))}")
     assert not failures, failures
