@@ -25,6 +25,7 @@ def models():
     for name in archs.ARCHS:
         for exporter in archs.EXPORTERS:
             yield name + (" d" if exporter == "dynamo" else ""), archs.path(name, exporter)
+    yield "keras_cnn", archs.ARCH_DIR / "keras_cnn.onnx"
     for name in zoo.MODELS:
         yield name, zoo.MODELS_DIR / f"{name}.onnx"
 
@@ -49,7 +50,7 @@ def table() -> str:
     lines.append("")
     lines.append("✓: applies (given its required parameters: `lrp.alpha_beta` alpha or beta, `deep_taylor.bounded` "
                  "and `epsilon_gamma_box` low and high; `pattern.net` and `pattern.attribution` fitted patterns). "
-                 "`d`: the dynamo export." + (" ✗n: does not apply, because (`nnxplain support` says):" if notes else ""))
+                 "`d`: the dynamo export; `keras_cnn`: converted from Keras by tf2onnx." + (" ✗n: does not apply, because (`nnxplain support` says):" if notes else ""))
     for note, key in notes.items():
         lines.append(f"{key}. {note}")
     return "\n".join(lines)

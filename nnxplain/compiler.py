@@ -11,7 +11,7 @@ from .backward import propagate
 from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter
 from .errors import NnxplainError, UnsupportedError
-from .load import IR_VERSION, load
+from .load import IR_VERSION, infer_shapes, load
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns, as_patterns
@@ -205,8 +205,7 @@ def export(graph: gs.Graph) -> onnx.ModelProto:
     del model.opset_import[:]
     model.opset_import.append(onnx.helper.make_opsetid("", opset))
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        onnx.checker.check_model(model, full_check=True)
+        model = infer_shapes(model, full_check=True)
     except Exception as exc:  # a bug of ours, not the user's: say so plainly
         raise NnxplainError(f"internal error: the emitted graph does not check: {exc}") from exc
     return model

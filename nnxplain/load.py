@@ -44,7 +44,7 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     _check_wiring(proto, where)
     _fill_output_shapes(proto)
     try:
-        onnx.checker.check_model(proto)
+        check_light(proto)
     except Exception as exc:
         raise NnxplainError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
 
@@ -56,7 +56,7 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
                 f"{where}: could not convert opset {opset} to {EMIT_OPSET}: {_first_line(exc)}") from None
     proto.ir_version = min(proto.ir_version, IR_VERSION) if opset >= EMIT_OPSET else IR_VERSION
     try:
-        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        return infer_shapes(proto, data_prop=True)
     except Exception as exc:
         raise NnxplainError(f"{where}: shape inference failed: {_first_line(exc)}") from None
 
@@ -140,3 +140,60 @@ def _first_line(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if len(lines) == 1 else " ".join(lines[:3])
+
+
+# Initializers above this size stay out of the copies that shape inference and the checker serialize:
+# they see a graph input of the same type and shape instead (a ResNet-50's 100 MB of weights would
+# otherwise be serialized and parsed again at every check).
+LIGHT_BYTES = 4096
+
+
+def infer_shapes(proto: onnx.ModelProto, data_prop: bool = False, check: bool = False,
+                 full_check: bool = False, infer: bool = True) -> onnx.ModelProto:
+    """onnx.shape_inference.infer_shapes (strict) and, with check / full_check, onnx.checker, run on
+    a copy without the large initializers; the inferred value_info is put into `proto` (returned)."""
+    graph = proto.graph
+    big = {t.name for t in graph.initializer if _nbytes(t) > LIGHT_BYTES}
+    light = onnx.ModelProto()
+    _copy_fields(proto, light, skip="graph")
+    _copy_fields(graph, light.graph, skip="initializer")
+    g = light.graph
+    g.initializer.extend(t for t in graph.initializer if t.name not in big)
+    declared = {t.name for t in g.input}
+    g.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                   for t in graph.initializer if t.name in big and t.name not in declared)
+    if check or full_check:
+        onnx.checker.check_model(light, full_check=full_check)
+    if not infer:
+        return proto
+    inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True, data_prop=data_prop)
+    del graph.value_info[:]
+    graph.value_info.extend(inferred.graph.value_info)
+    outputs = {o.name: o for o in inferred.graph.output}
+    for out in graph.output:
+        out.type.CopyFrom(outputs[out.name].type)
+    return proto
+
+
+def _copy_fields(source, target, skip: str):
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if (field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED):
+            getattr(target, field.name).extend(value)
+        elif field.message_type:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def _nbytes(t: onnx.TensorProto) -> int:
+    count = 1
+    for d in t.dims:
+        count *= d
+    return count * 8  # an upper bound on the element size is enough to tell large from small
+
+
+def check_light(proto: onnx.ModelProto, full_check: bool = False):
+    """onnx.checker.check_model on a copy without the large initializers (see infer_shapes)."""
+    infer_shapes(proto, check=True, full_check=full_check, infer=False)

@@ -12,6 +12,7 @@ twin's weights:
   exports; the dynamo exports, same weights in other op patterns, get the methods with an oracle).
 """
 import numpy as np
+import onnx
 import pytest
 import torch
 from captum.attr import LRP, Deconvolution, GuidedBackprop
@@ -186,3 +187,45 @@ def test_every_method_gives_finite_output(run):
         out = run.out[method.name]
         assert out.shape == tuple(run.x.shape) and np.isfinite(out).all(), method.name
         assert np.abs(out).max() > 0, method.name
+
+
+# ---------------------------------------------------------------------------- a Keras model (tf2onnx)
+
+KERAS = archs.ARCH_DIR / "keras_cnn.onnx"  # models/keras_convert.py: NHWC input, a Transpose first
+
+
+def test_keras_model_converted_by_tf2onnx():
+    """The conversion against the Keras logits; the compiled gradient against float64 central finite
+    differences of the converted graph (onnx.reference) along random directions; every method finite."""
+    from test_fuzz import as_float64
+    from onnx.reference import ReferenceEvaluator
+
+    ref = np.load(archs.ARCH_DIR / "keras_cnn_ref.npz")
+    x = ref["x"]
+    proto = load(KERAS)
+    assert proto.graph.node[0].op_type == "Transpose"
+    name_in, name_out = proto.graph.input[0].name, proto.graph.output[0].name
+    methods = [load_method(m) for m in available()]
+    out = {}
+    for group in (methods[i:i + GROUP] for i in range(0, len(methods), GROUP)):
+        names = {m.name for m in group}
+        params = {k: v for k, v in PARAMS.items() if k.rsplit(".", 1)[0] in names}
+        model = nnxplain.compile(KERAS, group, params=params, patterns=stand_in_patterns(proto))
+        out.update(zip([o.name for o in model.graph.output], session(model).run(None, {name_in: x})))
+    assert relative_error(out[name_out], ref["logits"]) < TOL
+
+    evaluator = ReferenceEvaluator(as_float64(onnx.load(str(KERAS))))
+    index = ref["logits"].argmax(1)
+
+    def selected(v):
+        return float(evaluator.run(None, {name_in: v})[0][np.arange(len(v)), index].sum())
+
+    rng = np.random.default_rng(0)
+    grad, x64, eps = out["gradient"].astype(np.float64), x.astype(np.float64), 1e-6
+    for _ in range(4):
+        d = rng.normal(size=x.shape)
+        fd = (selected(x64 + eps * d) - selected(x64 - eps * d)) / (2 * eps)
+        assert abs((grad * d).sum() - fd) < 1e-4 * max(abs(fd), 1.0), ((grad * d).sum(), fd)
+    for method in methods:
+        result = out[method.name if method.name != name_in else f"{method.name}_explanation"]
+        assert result.shape == x.shape and np.isfinite(result).all() and np.abs(result).max() > 0, method.name
