@@ -26,6 +26,8 @@ def models():
         for exporter in archs.EXPORTERS:
             yield name + (" d" if exporter == "dynamo" else ""), archs.path(name, exporter)
     yield "keras_cnn", archs.ARCH_DIR / "keras_cnn.onnx"
+    for name in archs.PARTIAL:
+        yield name, archs.path(name, "legacy")
     for name in zoo.MODELS:
         yield name, zoo.MODELS_DIR / f"{name}.onnx"
 
