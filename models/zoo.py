@@ -362,12 +362,13 @@ def _structural_names(model: nn.Module, proto: onnx.ModelProto, tensors: dict) -
     return out
 
 
-def twin(name: str, onnx_path=None) -> nn.Module:
-    """The torch module with exactly the weights stored in the .onnx file (eval mode)."""
+def twin(name: str, onnx_path=None, builder=None) -> nn.Module:
+    """The torch module with exactly the weights stored in the .onnx file (eval mode).
+    builder(name) makes the module to fill (default: this zoo's build)."""
     path = Path(onnx_path) if onnx_path else MODELS_DIR / f"{name}.onnx"
     proto = onnx.load(str(path))
     tensors = _onnx_tensors(proto)
-    model = build(name)
+    model = (builder or build)(name)
     by_structure = _structural_names(model, proto, tensors)
     state = model.state_dict()
     new_state, missing = {}, []

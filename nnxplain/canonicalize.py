@@ -14,7 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import UnsupportedError
-from .load import IR_VERSION
+from .load import IR_VERSION, infer_shapes
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # graphsurgeon warns about optional extras
 
@@ -33,7 +33,7 @@ def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False) -> onnx.Mod
     out.ir_version = IR_VERSION
     del out.opset_import[:]
     out.opset_import.extend(proto.opset_import)
-    return onnx.shape_inference.infer_shapes(out, strict_mode=True, data_prop=True)
+    return infer_shapes(out, data_prop=True)
 
 
 def _fold_constants(graph: gs.Graph):

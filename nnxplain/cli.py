@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="a method parameter, `key=value` or `method.key=value`")
         p.add_argument("--neuron-selection", choices=SELECTION_MODES, default="max_activation",
                        help="which output neuron to explain (default: max_activation)")
-        p.add_argument("--output-name", help="the model output to explain (default: the first)")
+        p.add_argument("--output", "--output-name", dest="output_name", metavar="NAME",
+                       help="the model output to explain (default: the first); every float input gets its relevance")
         p.add_argument("--keep-softmax", action="store_true", help="explain the softmax output instead of the scores")
         p.add_argument("--patterns", metavar="PATTERNS.npz", help="fitted patterns (pattern.net, pattern.attribution)")
         p.add_argument("--fit-data", metavar="TRAIN.npy", help="fit the patterns on this data first (one step)")
@@ -373,6 +374,7 @@ def _support(args):
     from .compiler import explained_inputs, explained_output
     from .load import load
     from .methods import available, load_method, positions
+    from .support import method_support
 
     model = canonicalize(load(args.model))
     graph = gs.import_onnx(model)
@@ -389,15 +391,12 @@ def _support(args):
     print("methods:")
     failures = 0
     for method in methods:
-        try:
-            # parameters without a default get stand-ins: whether the model supports the method does not depend on them
-            stand_ins = {**{k: 0.0 for k in method.required}, **{k: 1.0 for k in method.optional[:1]}}
-            compile(model, [method], params=stand_ins)
-            given = f" (give {', '.join(stand_ins)})" if stand_ins else ""
-            print(f"  {method.name:<24} applicable{given}")
-        except NnxplainError as exc:
+        ok, note = method_support(model, method)
+        if ok:
+            print(f"  {method.name:<24} applicable" + (f" ({note})" if note else ""))
+        else:
             failures += 1
-            print(f"  {method.name:<24} not applicable: {exc}")
+            print(f"  {method.name:<24} not applicable: {note}")
     return 1 if failures == len(methods) else 0
 
 

@@ -11,7 +11,7 @@ from .backward import propagate
 from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter
 from .errors import NnxplainError, UnsupportedError
-from .load import IR_VERSION, load
+from .load import IR_VERSION, infer_shapes, load
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns, as_patterns
@@ -41,7 +41,9 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     graph.toposort()
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
-    context = {"patterns": bind_patterns(resolved, patterns, graph)}
+    check_float_path(graph, inputs, y)
+    # the model's own nodes: what each method's analysis looks at (not the backward passes emitted before it)
+    context = {"patterns": bind_patterns(resolved, patterns, graph), "forward_nodes": list(graph.nodes)}
 
     forward = forward_nodes(graph, inputs[0])
     context["forward"] = (inputs[0], forward)
@@ -111,6 +113,30 @@ def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
     return inputs
 
 
+def check_float_path(graph: gs.Graph, inputs: list[gs.Variable], y: gs.Tensor):
+    """The explained output must reach the inputs through float tensors: a quantized (int8) or cast
+    section in between would silently give zero explanations."""
+    from .backward import NOT_DIFFERENTIABLE, depends_on
+    live = depends_on(graph, inputs)
+    if y.name in live:
+        return
+    for node in graph.nodes:
+        if node.op not in NOT_DIFFERENTIABLE and any(t.name in live for t in node.inputs):
+            broken = [t for t in node.outputs if t.name not in live and t.dtype is not None]
+            if broken and depends_on_any(graph, broken, y):
+                raise UnsupportedError(
+                    f"node '{node.name}' ({node.op}) turns the input into {np.dtype(broken[0].dtype).name} on the "
+                    f"way to output '{y.name}'; only float32 models are supported (no quantized or integer sections)")
+
+
+def depends_on_any(graph: gs.Graph, sources: list[gs.Tensor], y: gs.Tensor) -> bool:
+    reached = {t.name for t in sources}
+    for node in graph.nodes:
+        if any(t.name in reached for t in node.inputs):
+            reached.update(t.name for t in node.outputs)
+    return y.name in reached
+
+
 def explained_output(graph: gs.Graph, name: str | None) -> gs.Variable:
     if name is None:
         return graph.outputs[0]
@@ -147,8 +173,15 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
     where = positions(e.graph, inputs, y)
     method.check_patterns(e.graph, where)
+    forward = (context or {}).get("forward_nodes") or list(e.graph.nodes)
+    names: dict[int, str] = {}
+
+    def rule_name(node):
+        if id(node) not in names:
+            names[id(node)] = method.rule_for(node, where)[0]
+        return names[id(node)]
     # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
-    e.zero_where_zero = zero_where_zero(e.graph, lambda node: method.rule_for(node, where)[0])
+    e.zero_where_zero = zero_where_zero(e.graph, rule_name, forward)
 
     def rule_for(node):
         _, rule, rule_params = method.rule_for(node, where)
@@ -225,8 +258,7 @@ def export(graph: gs.Graph) -> onnx.ModelProto:
     del model.opset_import[:]
     model.opset_import.append(onnx.helper.make_opsetid("", opset))
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        onnx.checker.check_model(model, full_check=True)
+        model = infer_shapes(model, full_check=True)
     except Exception as exc:  # a bug of ours, not the user's: say so plainly
         raise NnxplainError(f"internal error: the emitted graph does not check: {exc}") from exc
     return model

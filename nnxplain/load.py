@@ -41,9 +41,10 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         raise UnsupportedError(
             f"{where}: node '{node.name}' uses op {node.op_type} from domain '{node.domain}'; "
             "only the default ONNX domain is supported")
+    _check_wiring(proto, where)
     _fill_output_shapes(proto)
     try:
-        onnx.checker.check_model(proto)
+        check_light(proto)
     except Exception as exc:
         raise NnxplainError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
 
@@ -55,9 +56,58 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
                 f"{where}: could not convert opset {opset} to {EMIT_OPSET}: {_first_line(exc)}") from None
     proto.ir_version = min(proto.ir_version, IR_VERSION) if opset >= EMIT_OPSET else IR_VERSION
     try:
-        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        return infer_shapes(proto, data_prop=True)
     except Exception as exc:
         raise NnxplainError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+
+
+def _check_wiring(proto: onnx.ModelProto, where: str):
+    """Name a tensor that nothing provides (a missing initializer, a dangling input) or a cycle, and
+    put nodes written out of order into order (the checker would only say 'not topologically sorted')."""
+    graph = proto.graph
+    available = {t.name for t in graph.input} | {t.name for t in graph.initializer} | {""}
+    available |= {t.values.name for t in graph.sparse_initializer}
+    produced = {name: node for node in graph.node for name in node.output if name}
+    for node in graph.node:
+        for name in node.input:
+            if name not in available and name not in produced:
+                raise NnxplainError(f"{where}: node '{node.name}' ({node.op_type}) reads '{name}', which no node, "
+                                    "graph input or initializer provides (a missing initializer or a dangling input)")
+    for out in graph.output:
+        if out.name not in available and out.name not in produced:
+            raise NnxplainError(f"{where}: graph output '{out.name}' is produced by no node")
+    seen = set(available)
+    for node in graph.node:
+        if not all(i in seen for i in node.input):
+            break
+        seen.update(node.output)
+    else:
+        return  # already in order: the usual case
+    # Kahn's order over the nodes; what is left over lies on a cycle
+    waiting = {id(n): sum(1 for i in set(n.input) if i not in available) for n in graph.node}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in set(n.input):
+            if i not in available:
+                readers.setdefault(i, []).append(n)
+    ready = [n for n in graph.node if waiting[id(n)] == 0]
+    order = []
+    while ready:
+        node = ready.pop(0)
+        order.append(node)
+        for name in node.output:
+            for reader in readers.get(name, []):
+                waiting[id(reader)] -= 1
+                if waiting[id(reader)] == 0:
+                    ready.append(reader)
+    if len(order) < len(graph.node):
+        stuck = next(n for n in graph.node if waiting[id(n)] > 0)
+        raise NnxplainError(f"{where}: the graph has a cycle through node '{stuck.name}' ({stuck.op_type})")
+    nodes = [onnx.NodeProto() for _ in order]
+    for new, old in zip(nodes, order):
+        new.CopyFrom(old)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _fill_output_shapes(proto: onnx.ModelProto):
@@ -90,3 +140,60 @@ def _first_line(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if len(lines) == 1 else " ".join(lines[:3])
+
+
+# Initializers above this size stay out of the copies that shape inference and the checker serialize:
+# they see a graph input of the same type and shape instead (a ResNet-50's 100 MB of weights would
+# otherwise be serialized and parsed again at every check).
+LIGHT_BYTES = 4096
+
+
+def infer_shapes(proto: onnx.ModelProto, data_prop: bool = False, check: bool = False,
+                 full_check: bool = False, infer: bool = True) -> onnx.ModelProto:
+    """onnx.shape_inference.infer_shapes (strict) and, with check / full_check, onnx.checker, run on
+    a copy without the large initializers; the inferred value_info is put into `proto` (returned)."""
+    graph = proto.graph
+    big = {t.name for t in graph.initializer if _nbytes(t) > LIGHT_BYTES}
+    light = onnx.ModelProto()
+    _copy_fields(proto, light, skip="graph")
+    _copy_fields(graph, light.graph, skip="initializer")
+    g = light.graph
+    g.initializer.extend(t for t in graph.initializer if t.name not in big)
+    declared = {t.name for t in g.input}
+    g.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                   for t in graph.initializer if t.name in big and t.name not in declared)
+    if check or full_check:
+        onnx.checker.check_model(light, full_check=full_check)
+    if not infer:
+        return proto
+    inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True, data_prop=data_prop)
+    del graph.value_info[:]
+    graph.value_info.extend(inferred.graph.value_info)
+    outputs = {o.name: o for o in inferred.graph.output}
+    for out in graph.output:
+        out.type.CopyFrom(outputs[out.name].type)
+    return proto
+
+
+def _copy_fields(source, target, skip: str):
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if (field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED):
+            getattr(target, field.name).extend(value)
+        elif field.message_type:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def _nbytes(t: onnx.TensorProto) -> int:
+    count = 1
+    for d in t.dims:
+        count *= d
+    return count * 8  # an upper bound on the element size is enough to tell large from small
+
+
+def check_light(proto: onnx.ModelProto, full_check: bool = False):
+    """onnx.checker.check_model on a copy without the large initializers (see infer_shapes)."""
+    infer_shapes(proto, check=True, full_check=full_check, infer=False)

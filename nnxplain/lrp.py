@@ -176,17 +176,21 @@ ROUTING = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", 
            "MaxPool", "GlobalMaxPool"}
 
 
-def zero_where_zero(graph: gs.Graph, rule_name) -> set[str]:
+def zero_where_zero(graph: gs.Graph, rule_name, nodes=None) -> set[str]:
     """Names of the tensors whose relevance is provably 0 wherever the tensor itself is 0, given the
     rule each consumer uses (`rule_name(node)`): every consumer's rule multiplies by its input, or
-    passes / routes relevance from outputs that have the property. Graph outputs are left out."""
+    passes / routes relevance from outputs that have the property. Graph outputs are left out.
+    `nodes`: the forward graph's nodes (default: all); consumers outside it (the backward passes of
+    methods compiled before) carry no relevance and are not asked."""
     outputs = {t.name for t in graph.outputs}
+    nodes = list(graph.nodes) if nodes is None else list(nodes)
+    forward = {id(n) for n in nodes}
     known: set[str] = set()
-    for node in reversed(list(graph.nodes)):
+    for node in reversed(nodes):
         for t in node.inputs:
             if isinstance(t, gs.Constant) or t.name in outputs or t.name in known:
                 continue
-            if all(_keeps_zero(c, t, rule_name, known) for c in t.outputs):
+            if all(_keeps_zero(c, t, rule_name, known) for c in t.outputs if id(c) in forward):
                 known.add(t.name)
     return known
 

@@ -6,6 +6,7 @@ has a gradient adapter), so a method that maps it elsewhere fails with a clear m
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import numpy as np
@@ -89,6 +90,7 @@ RULES: dict[str, Rule] = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def rule_params(fn: Callable) -> dict:
     """A rule function's parameters (those after e, node and the relevance) with their defaults."""
     return {p.name: p.default for p in list(inspect.signature(fn).parameters.values())[2:]

@@ -1,0 +1,80 @@
+"""The support matrix: every model of the zoo and every architecture (both exports) times every
+built-in method, by the logic of `nnxplain support` (nnxplain.support.method_support). Writes the
+Markdown table into README.md between the markers, and the reasons for what does not apply below it.
+
+    python -m models.support_matrix            # rewrite the README section
+    python -m models.support_matrix --check    # exit 1 if the README section is out of date
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nnxplain.load import load
+from nnxplain.methods import available, load_method
+from nnxplain.support import method_support
+
+from . import archs, zoo
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- support matrix: begin (python -m models.support_matrix) -->", "<!-- support matrix: end -->"
+
+
+def models():
+    """(column label, path): the architectures (d: the dynamo export), then the zoo."""
+    for name in archs.ARCHS:
+        for exporter in archs.EXPORTERS:
+            yield name + (" d" if exporter == "dynamo" else ""), archs.path(name, exporter)
+    yield "keras_cnn", archs.ARCH_DIR / "keras_cnn.onnx"
+    for name in archs.PARTIAL:
+        yield name, archs.path(name, "legacy")
+    for name in zoo.MODELS:
+        yield name, zoo.MODELS_DIR / f"{name}.onnx"
+
+
+def matrix():
+    """methods, labels, {method name: [cell per model]}, {reason: number}"""
+    methods = [load_method(m) for m in available()]
+    labels, cells, notes = [], {m.name: [] for m in methods}, {}
+    for label, path in models():
+        labels.append(label)
+        model = load(path)
+        for method in methods:
+            ok, note = method_support(model, method)
+            cells[method.name].append("✓" if ok else f"✗{notes.setdefault(note, len(notes) + 1)}")
+    return methods, labels, cells, notes
+
+
+def table() -> str:
+    methods, labels, cells, notes = matrix()
+    lines = ["| method | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| `{m.name}` | " + " | ".join(cells[m.name]) + " |" for m in methods]
+    lines.append("")
+    lines.append("✓: applies (given its required parameters: `lrp.alpha_beta` alpha or beta, `deep_taylor.bounded` "
+                 "and `epsilon_gamma_box` low and high; `pattern.net` and `pattern.attribution` fitted patterns). "
+                 "`d`: the dynamo export; `keras_cnn`: converted from Keras by tf2onnx." + (" ✗n: does not apply, because (`nnxplain support` says):" if notes else ""))
+    for note, key in notes.items():
+        lines.append(f"{key}. {note}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{README}: the markers {BEGIN} ... {END} are missing")
+    before, rest = text.split(BEGIN, 1)
+    _, after = rest.split(END, 1)
+    new = f"{before}{BEGIN}\n{table()}\n{END}{after}"
+    if "--check" in argv:
+        if new != text:
+            print("README.md: the support matrix is out of date (python -m models.support_matrix)")
+            return 1
+        return 0
+    README.write_text(new)
+    print(f"wrote the support matrix into {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
