@@ -367,12 +367,7 @@ def build(name: str) -> nn.Module:
                 if m.bias is not None:
                     m.bias.uniform_(-0.1, 0.1)
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                sign = torch.where(torch.rand(n) < 0.25, -1.0, 1.0)
-                m.weight.copy_(sign * torch.empty(n).uniform_(0.5, 1.5))
-                m.bias.copy_(torch.empty(n).uniform_(-0.5, 0.5))
-                m.running_mean.copy_(torch.empty(n).uniform_(-0.5, 0.5))
-                m.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0))
+                zoo.randomize_batchnorm(m)
     return model.eval()
 
 

@@ -249,15 +249,19 @@ def build(name: str) -> nn.Module:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                # Non-identity stats so BN folding is really tested; a few negative
-                # gammas so sign flips through the following ReLU are exercised too.
-                sign = torch.where(torch.rand(n) < 0.25, -1.0, 1.0)
-                m.weight.copy_(sign * torch.empty(n).uniform_(0.5, 1.5))
-                m.bias.copy_(torch.empty(n).uniform_(-0.5, 0.5))
-                m.running_mean.copy_(torch.empty(n).uniform_(-0.5, 0.5))
-                m.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0))
+                randomize_batchnorm(m)
     return model.eval()
+
+
+def randomize_batchnorm(m: nn.Module):
+    """Non-identity stats so BN folding is really tested; a few negative gammas so sign flips
+    through the following ReLU are exercised too. (Call under torch.no_grad().)"""
+    n = m.num_features
+    sign = torch.where(torch.rand(n) < 0.25, -1.0, 1.0)
+    m.weight.copy_(sign * torch.empty(n).uniform_(0.5, 1.5))
+    m.bias.copy_(torch.empty(n).uniform_(-0.5, 0.5))
+    m.running_mean.copy_(torch.empty(n).uniform_(-0.5, 0.5))
+    m.running_var.copy_(torch.empty(n).uniform_(0.5, 2.0))
 
 
 def has_batchnorm(model: nn.Module) -> bool:
