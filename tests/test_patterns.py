@@ -309,3 +309,21 @@ def test_a_model_at_opset_21_is_fitted_alike(rng):
     fitted = P.fit(model, data.astype(np.float32), "relu", progress=False)
     for layer, a in R.fit(net, data, "relu").items():
         assert relative_error(fitted.rows[layer], a) < TOL, layer
+
+
+def test_pattern_attribution_can_be_smoothed_like_any_method():
+    """A sampling method over pattern.attribution (a user's method file) is the mean of
+    PatternAttribution over the same noisy copies of the input."""
+    from nnxplain.methods import parse_method
+    from nnxplain.sampling import noise
+    model = ZOO_DIR / "digits_cnn.onnx"
+    x = np.load(ZOO_DIR / "digits_test.npz")["x"][:4]
+    patterns = P.fit(model, np.load(ZOO_DIR / "digits_train.npz")["x"], "relu", progress=False)
+    smoothed = parse_method({"kind": "sampling", "base": "pattern.attribution",
+                             "sampling": {"inputs": "noise", "reduce": "mean"},
+                             "params": {"augment_by_n": 5, "noise_scale": 0.1, "seed": 3, "chunk": 0}}, "smooth_pa")
+    actual = nnxplain.create_analyzer(smoothed, model, patterns=patterns).analyze(x)
+    plain = nnxplain.create_analyzer("pattern.attribution", model, patterns=patterns)
+    copies = x + 0.1 * noise((5,) + x.shape, 3)
+    expected = np.mean([plain.analyze(c.astype(np.float32)) for c in copies], axis=0)
+    assert relative_error(actual, expected) < TOL
