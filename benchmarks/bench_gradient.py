@@ -1,6 +1,6 @@
 """Cost of an input gradient: the compiled `gradient` explainer against the model's forward pass.
 
-For each benchmark model (benchmarks/models.py, exported to ONNX in a temporary folder):
+For each benchmark model (benchmarks/bench_models.py, exported to ONNX in a temporary folder):
   - compile time of `nnxplain.compile(path, ["gradient"])` (median of a few compiles),
   - median ONNX Runtime CPU run time at batch 8 of (a) the original model, forward only, and
     (b) the compiled explainer (forward + gradient), after warm-up, repeats interleaved (the order
@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import models as bench_models  # noqa: E402  (benchmarks/models.py, not the repo's models/ package)
+import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 
 import nnxplain  # noqa: E402
 

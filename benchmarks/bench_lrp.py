@@ -1,7 +1,7 @@
 """Cost of LRP: the compiled `lrp.epsilon` and `lrp.alpha_2_beta_1` explainers against the model's
 forward pass, and Captum's LRP (torch, CPU) on the same weights, all timed in the same run.
 
-For each benchmark model (benchmarks/models.py: VGG-16 and ResNet-18 layouts at 224x224, exported to
+For each benchmark model (benchmarks/bench_models.py: VGG-16 and ResNet-18 layouts at 224x224, exported to
 ONNX in a temporary folder), at batch 8:
   - compile time of each method (median of a few compiles),
   - median ONNX Runtime CPU run time of the forward model and of each explainer (forward + LRP),
@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import models as bench_models  # noqa: E402  (benchmarks/models.py)
+import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 from bench_gradient import make_session, profile_op_types  # noqa: E402
 
 import nnxplain  # noqa: E402

@@ -1,6 +1,6 @@
 """Cost of fitting patterns (PatternNet / PatternAttribution) against the model's forward pass.
 
-For each benchmark model (benchmarks/models.py, VGG-16 and ResNet-18 layouts at reduced width,
+For each benchmark model (benchmarks/bench_models.py, VGG-16 and ResNet-18 layouts at reduced width,
 3x224x224) and each estimator (linear, relu), on ONNX Runtime CPU at batch 8, after warm-up, repeats
 interleaved with the forward pass:
   - one fitting step: a run of the statistics graph (`nnxplain.patterns.statistics_model`: the
@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import models as bench_models  # noqa: E402  (benchmarks/models.py)
+import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 from bench_gradient import make_session  # noqa: E402
 
 import nnxplain  # noqa: E402

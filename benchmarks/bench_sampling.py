@@ -1,6 +1,6 @@
 """Sampling methods against the forward pass and against Captum, on the same weights, in one run.
 
-Exports a benchmark model (benchmarks/models.py) to ONNX in a temporary folder and runs
+Exports a benchmark model (benchmarks/bench_models.py) to ONNX in a temporary folder and runs
 `nnxplain.bench.bench` on it with the torch module as the twin: compile time, explainer / forward,
 peak memory, Captum's time for the same method (Captum / torch forward, and Captum / nnxplain).
 The issue's figure: integrated_gradients with 32 steps, explainer / forward <= 70x, and at least
@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import models as bench_models  # noqa: E402  (benchmarks/models.py)
+import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 
 from nnxplain.bench import bench, table  # noqa: E402
 

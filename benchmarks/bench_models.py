@@ -15,8 +15,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import sys
+
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo's models/ package
+from models.zoo import BasicBlock  # noqa: E402  (the zoo's ResNet basic block, projection shortcut)
 
 SEED = 0
 OPSET = 17
@@ -46,24 +51,6 @@ class VGG16(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
-        self.relu2 = nn.ReLU()
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.relu2(y + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
