@@ -220,20 +220,30 @@ def profile_table(result: dict, top: int = 12) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def common_arguments(p: argparse.ArgumentParser, repeats: int, warmup: int):
+    """The options every explainer-vs-forward benchmark takes; `settle(args)` fills in the defaults."""
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--models", nargs="+", choices=sorted(bench_models.MODELS), default=list(bench_models.MODELS))
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, help="timed runs of each session (default 15, --quick 3)")
-    p.add_argument("--warmup", type=int, help="untimed runs of each session first (default 3, --quick 1)")
+    p.add_argument("--repeats", type=int, help=f"timed runs of each session (default {repeats}, --quick 3)")
+    p.add_argument("--warmup", type=int, help=f"untimed runs of each session first (default {warmup}, --quick 1)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: ONNX Runtime's choice)")
+    p.set_defaults(full_repeats=repeats, full_warmup=warmup)
+
+
+def settle(args):
+    args.repeats = args.repeats or (3 if args.quick else args.full_repeats)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else args.full_warmup)
+    return args
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(p, repeats=15, warmup=3)
     p.add_argument("--profile", action="store_true", help="also profile the explainer per op type")
     p.add_argument("--profile-runs", type=int, default=3)
-    args = p.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 15)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    args = settle(p.parse_args(argv))
     args.compile_repeats = 1 if args.quick else 3
 
     results = []

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models  # noqa: E402  (benchmarks/bench_models.py)
-from bench_gradient import make_session, profile_op_types  # noqa: E402
+from bench_gradient import common_arguments, make_session, profile_op_types, settle  # noqa: E402
 
 import nnxplain  # noqa: E402
 
@@ -158,22 +158,14 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    p.add_argument("--models", nargs="+", choices=sorted(bench_models.MODELS), default=list(bench_models.MODELS))
+    common_arguments(p, repeats=10, warmup=2)
     p.add_argument("--methods", nargs="+", default=list(TARGETS))
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, help="timed runs of each session (default 10, --quick 3)")
-    p.add_argument("--warmup", type=int, help="untimed runs of each session first (default 2, --quick 1)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--torch-threads", type=int, default=0, help="torch threads for Captum (0: all cores)")
     p.add_argument("--compile-repeats", type=int, default=3)
     p.add_argument("--no-captum", action="store_true", help="skip Captum's LRP")
     p.add_argument("--profile", action="store_true", help="also profile each explainer per op type")
     p.add_argument("--profile-runs", type=int, default=3)
-    args = p.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 10)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args = settle(p.parse_args(argv))
     results = []
     with tempfile.TemporaryDirectory() as folder:
         with tqdm(total=len(args.models) * args.repeats, desc="bench", unit="rep", file=sys.stderr) as bar:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models  # noqa: E402  (benchmarks/bench_models.py)
-from bench_gradient import make_session  # noqa: E402
+from bench_gradient import common_arguments, make_session, settle  # noqa: E402
 
 import nnxplain  # noqa: E402
 from nnxplain import patterns as P  # noqa: E402
@@ -85,16 +85,8 @@ def bench(name: str, path: Path, args, bar) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
-    p.add_argument("--json", metavar="PATH")
-    p.add_argument("--models", nargs="+", choices=sorted(bench_models.MODELS), default=list(bench_models.MODELS))
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int)
-    p.add_argument("--warmup", type=int)
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 11)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    common_arguments(p, repeats=11, warmup=2)
+    args = settle(p.parse_args(argv))
     results = []
     with tempfile.TemporaryDirectory(prefix="nnxplain-bench-") as folder:
         with tqdm(total=len(args.models) * 2 * args.repeats, desc="bench", unit="rep", file=sys.stderr) as bar:
