@@ -177,9 +177,7 @@ def _patterns_for(args, methods):
 
 def _fit_patterns(args, data, pattern_type):
     from .patterns import fit
-    patterns = fit(args.model, load_array(data), pattern_type=pattern_type, batch_size=args.batch_size,
-                   progress=sys.stderr.isatty())
-    return patterns
+    return fit(args.model, data, pattern_type=pattern_type, batch_size=args.batch_size, progress=sys.stderr.isatty())
 
 
 def _fit(args):

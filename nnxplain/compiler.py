@@ -42,11 +42,11 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
-    # the model's own nodes: what each method's analysis looks at (not the backward passes emitted before it)
-    context = {"patterns": bind_patterns(resolved, patterns, graph), "forward_nodes": list(graph.nodes)}
-
     forward = forward_nodes(graph, inputs[0])
-    context["forward"] = (inputs[0], forward)
+    # what rules and methods may need besides their parameters: "model_nodes", the model's own nodes
+    # (not the backward passes emitted for earlier methods); "forward", the nodes that depend on the input
+    context = {"patterns": bind_patterns(resolved, patterns, graph), "model_nodes": list(graph.nodes),
+               "forward": (inputs[0], forward)}
     e = Emitter(graph)
     mask = selection_mask(e, y, neuron_selection)
     seed_value = e.Mul(mask, y)
@@ -173,7 +173,7 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
     where = positions(e.graph, inputs, y)
     method.check_patterns(e.graph, where)
-    forward = (context or {}).get("forward_nodes") or list(e.graph.nodes)
+    model_nodes = (context or {}).get("model_nodes") or list(e.graph.nodes)
     names: dict[int, str] = {}
 
     def rule_name(node):
@@ -181,7 +181,7 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
             names[id(node)] = method.rule_for(node, where)[0]
         return names[id(node)]
     # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
-    e.zero_where_zero = zero_where_zero(e.graph, rule_name, forward)
+    e.zero_where_zero = zero_where_zero(e.graph, rule_name, model_nodes)
 
     def rule_for(node):
         _, rule, rule_params = method.rule_for(node, where)

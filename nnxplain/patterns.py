@@ -128,10 +128,9 @@ class Patterns:
         raise NnxplainError(f"these patterns were fitted on another model ({detail}); fit them on this one "
                             f"with `nnxplain fit MODEL --data X.npy -o patterns.npz`")
 
-    def weight_for(self, layer_or_node, mode: str) -> np.ndarray:
+    def weight_for(self, layer: Layer, mode: str) -> np.ndarray:
         """The weight that replaces the layer's own in the backward pass, in the ONNX weight layout:
         the patterns ("net": PatternNet) or the weights times the patterns ("attribution")."""
-        layer = layer_or_node
         if layer.key not in self.rows:
             raise NnxplainError(f"no pattern for layer '{layer.key}' ({layer.node.op})")
         rows = self.rows[layer.key]

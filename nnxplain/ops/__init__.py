@@ -12,15 +12,19 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+def _registrar(table: dict):
+    """A decorator factory: `@register(*op_types)` puts the function into `table` under each op type."""
+    def register_for(*op_types: str):
+        def register(fn):
+            for op_type in op_types:
+                table[op_type] = fn
+            return fn
+        return register
+    return register_for
+
+
 VJP: dict[str, Callable] = {}
-
-
-def vjp(*op_types: str):
-    def register(fn):
-        for op_type in op_types:
-            VJP[op_type] = fn
-        return fn
-    return register
+vjp = _registrar(VJP)
 
 
 class Linear(NamedTuple):
@@ -33,14 +37,7 @@ class Linear(NamedTuple):
 
 
 LINEAR: dict[str, Callable] = {}  # op_type -> (node -> Linear or None when this node is not linear)
-
-
-def linear(*op_types: str):
-    def register(fn):
-        for op_type in op_types:
-            LINEAR[op_type] = fn
-        return fn
-    return register
+linear = _registrar(LINEAR)
 
 
 from . import (activations, avgpool, concat, conv, elementwise, gemm, matmul, maxpool, pad,  # noqa: E402,F401
