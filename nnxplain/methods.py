@@ -184,9 +184,12 @@ def load_method(name_or_path: str | os.PathLike) -> Method:
     """A built-in method by name (`gradient`) or alias, or a method file by path. A method loaded by
     an alias carries the alias as its name, so its output is named as the user asked."""
     path = _find(name_or_path)
-    if path is None and str(name_or_path) in aliases():
-        path = builtin_dir() / f"{aliases()[str(name_or_path)]}.toml"
-        return parse_method(_read(path), default_name=str(name_or_path), source=str(path), name=str(name_or_path))
+    if path is None:  # an alias? (only names that are no file and no built-in get this far)
+        name = str(name_or_path)
+        canonical = aliases().get(name)
+        if canonical is not None:
+            path = builtin_dir() / f"{canonical}.toml"
+            return parse_method(_read(path), default_name=name, source=str(path), name=name)
     if path is None:
         raise NnxplainError(f"unknown method '{name_or_path}' (available: {', '.join(available())})")
     return parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path))
