@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 
-from .compiler import NEURON_INPUT, compile, resolve_methods
+from .compiler import NEURON_INPUT, compile, neuron_feed, output_size, resolve_methods
 from .errors import NnxplainError
 from .patterns import Patterns, as_patterns, fit
 from .sampling import NOISE_SUFFIX, noise_feeds
-from .runtime import check_feed, session, write_atomic
+from .runtime import check_feed, run, session, warn_nonfinite, write_atomic
 
 
 class Analyzer:
@@ -25,7 +25,8 @@ class Analyzer:
         self.source = model
         self.neuron_selection_mode = neuron_selection_mode
         self.params = params
-        self.patterns: Patterns | None = as_patterns(patterns)
+        # a Patterns object, or a patterns file: read when compiling, checked against the model's layers
+        self.patterns: Patterns | str | os.PathLike | None = patterns
         self.model = None
         self._session = None
         if "patterns" not in self.method.needs or self.patterns is not None:
@@ -35,6 +36,7 @@ class Analyzer:
         self.model = compile(self.source, [self.method], neuron_selection=self.neuron_selection_mode,
                              patterns=self.patterns)
         self.output_name = self.model.graph.output[-1].name
+        self.explained = self.model.graph.output[0].name
         self._session = None
 
     def fit(self, X, batch_size: int = 256, progress: bool = True, pattern_type: str | None = None) -> "Analyzer":
@@ -69,12 +71,12 @@ class Analyzer:
         if self.neuron_selection_mode == "index":
             if neuron_selection is None:
                 raise NnxplainError("neuron_selection_mode='index' needs analyze(X, neuron_selection=...)")
-            neurons = np.broadcast_to(np.asarray(neuron_selection, dtype=np.int64), (x.shape[0],))
-            feeds[NEURON_INPUT] = np.ascontiguousarray(neurons)
+            feeds[NEURON_INPUT] = neuron_feed(neuron_selection, len(x), output_size(self.session, self.explained))
         elif neuron_selection is not None:
             raise NnxplainError(f"neuron_selection is only used with neuron_selection_mode='index' "
                                 f"(this analyzer uses '{self.neuron_selection_mode}')")
-        return self.session.run([self.output_name], feeds)[0]
+        warn_nonfinite(x)
+        return run(self.session, [self.output_name], feeds)[0]
 
     def save(self, path: str | os.PathLike):
         """Write the compiled explainer: a self-contained ONNX model (fitted patterns baked in)."""
@@ -85,7 +87,7 @@ class Analyzer:
         """Write the fitted patterns (an npz that `patterns=` and `--patterns` read back)."""
         if self.patterns is None:
             raise NnxplainError("no patterns to save: call analyzer.fit(X) first")
-        self.patterns.save(path)
+        as_patterns(self.patterns).save(path)
 
 
 def create_analyzer(name: str, model, neuron_selection_mode: str = "max_activation", **params) -> Analyzer:

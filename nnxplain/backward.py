@@ -18,13 +18,54 @@ FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
 
 
 def depends_on(graph: gs.Graph, sources: list[gs.Tensor]) -> set[str]:
-    """Names of the float tensors that depend differentiably on any of `sources`."""
+    """Names of the float tensors that depend differentiably on any of `sources` (a node with a
+    subgraph, If / Loop / Scan, depends on what its subgraphs read from the outer graph too)."""
     live = {t.name for t in sources}
     for node in graph.nodes:
-        if node.op in NOT_DIFFERENTIABLE or not any(t.name in live for t in node.inputs):
+        if node.op in NOT_DIFFERENTIABLE or not any(t.name in live for t in reads(node)):
             continue
         live.update(t.name for t in node.outputs if t.dtype is None or _is_float(t.dtype))
     return live
+
+
+def reads(node: gs.Node) -> list[gs.Tensor]:
+    """The tensors a node reads: its inputs and, for If / Loop / Scan, the outer-graph tensors its
+    subgraphs capture (they are no inputs of the node)."""
+    subgraphs = [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
+    return list(node.inputs) + [t for g in subgraphs for t in captured(g)] if subgraphs else list(node.inputs)
+
+
+def captured(graph: gs.Graph) -> list[gs.Tensor]:
+    """The outer-scope tensors a subgraph (and the subgraphs nested in it) reads."""
+    local = {t.name for t in graph.inputs} | {t.name for n in graph.nodes for t in n.outputs}
+    out = []
+    for node in graph.nodes:
+        for t in reads(node):
+            if t.name and t.name not in local and not isinstance(t, gs.Constant):
+                out.append(t)
+    return out
+
+
+def reaches(graph: gs.Graph, sources: list[gs.Tensor], y: gs.Tensor) -> bool:
+    """Whether y depends on any of `sources` (the graph topologically sorted)."""
+    reached = {t.name for t in sources}
+    for node in graph.nodes:
+        if any(t.name in reached for t in reads(node)):
+            reached.update(t.name for t in node.outputs)
+    return y.name in reached
+
+
+def check_subgraphs(graph: gs.Graph, live: set[str], y: gs.Tensor):
+    """An op with a subgraph (If, Loop, Scan) whose subgraph reads the explained input, on the way to
+    the explained output y, has no backward pass here: refuse it by name (an If whose condition is a
+    constant was folded away when the model was canonicalized)."""
+    for node in graph.nodes:
+        subgraphs = [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
+        inside = [t.name for g in subgraphs for t in captured(g) if t.name in live]
+        if inside and reaches(graph, node.outputs, y):
+            raise UnsupportedError(f"node '{node.name}' ({node.op}) reads '{inside[0]}', which depends on the explained "
+                                   f"input, inside its subgraph: ops with subgraphs (If, Loop, Scan) have no backward "
+                                   f"pass (an If whose condition is a constant is folded)")
 
 
 def _is_float(dtype) -> bool:

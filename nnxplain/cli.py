@@ -8,27 +8,67 @@ import sys
 import numpy as np
 
 from .compiler import NEURON_INPUT, SELECTION_MODES, compile, resolve_methods
-from .errors import NnxplainError
+from .errors import InternalError, NnxplainError, NnxplainWarning
 from .patterns import PATTERN_TYPES
 from .runtime import load_array
 
 
+REPORT = ("this is a bug in nnxplain: please report it with the command line, the model if you can share it, "
+          "and the traceback (set NNXPLAIN_DEBUG=1 to see it)")
+
+
 def main(argv=None) -> int:
+    """Exit status: 0 done, 2 a problem with the input (one line on stderr, `nnxplain: error: ...`),
+    3 a bug of nnxplain's (one line asking for a report), 130 interrupted."""
     parser = _parser()
     args = parser.parse_args(argv)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args) or 0
+        except BrokenPipeError:  # `nnxplain methods | head`: the reader has gone, nothing more to say
+            _silence_stdout()
+            return 141
+        except InternalError as exc:
+            return _internal(exc)
+        except NnxplainError as exc:
+            print(f"nnxplain: error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except MemoryError:
+            print("nnxplain: error: out of memory (a smaller batch, fewer samples or a smaller model may fit)",
+                  file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # a bug of ours: one line, and the traceback only on request
+            return _internal(exc)
+
+
+def _internal(exc) -> int:
+    if os.environ.get("NNXPLAIN_DEBUG"):
+        raise exc
+    print(f"nnxplain: internal error: {type(exc).__name__}: {one_line(exc)} -- {REPORT}", file=sys.stderr)
+    return 3
+
+
+def one_line(exc) -> str:
+    """A message on one line: newlines and other control characters (in a node name, say) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, NnxplainWarning):
+        print(f"nnxplain: warning: {one_line(message)}", file=sys.stderr)
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so that Python's final flush does not fail on the closed pipe again."""
     try:
-        return args.run(args) or 0
-    except NnxplainError as exc:
-        print(f"nnxplain: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug of ours: one line, and the traceback only on request
-        if os.environ.get("NNXPLAIN_DEBUG"):
-            raise
-        print(f"nnxplain: internal error: {type(exc).__name__}: {exc} (set NNXPLAIN_DEBUG=1 for the traceback)",
-              file=sys.stderr)
-        return 3
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,7 +236,8 @@ def _compile(args):
 
 
 def _analyze(args):
-    from .runtime import check_feed, session, write_atomic
+    from .compiler import neuron_feed, output_size
+    from .runtime import check_feed, run, session, warn_nonfinite, write_atomic
     from .sampling import NOISE_SUFFIX, noise_feeds
     methods = _methods_of(args)
     if len(methods) != 1 and not args.grid:
@@ -219,9 +260,9 @@ def _analyze(args):
     if args.neuron_selection == "index":
         if not args.neuron:
             raise NnxplainError("--neuron-selection index needs --neuron N")
-        neurons = args.neuron if len(args.neuron) > 1 else args.neuron * len(x)
-        if len(neurons) != len(x):
-            raise NnxplainError(f"--neuron given {len(neurons)} times for a batch of {len(x)}")
+        if len(args.neuron) not in (1, len(x)):
+            raise NnxplainError(f"--neuron given {len(args.neuron)} times for a batch of {len(x)}")
+        neurons = neuron_feed(args.neuron, len(x), None)  # whole numbers in range: the output's size below
     elif args.neuron:
         raise NnxplainError("--neuron needs --neuron-selection index")
     if sampled and args.neuron_selection == "all":
@@ -247,11 +288,12 @@ def _analyze(args):
         for method in resolve_methods(compiled, graph_params):
             feeds.update({k: v for k, v in noise_feeds(sess, x, {method.name: method.params.get("seed", 0)}).items()
                           if k.startswith(method.name + "/")})
-        if neurons is not None:
-            feeds[NEURON_INPUT] = np.asarray(neurons, np.int64)
         names = [o.name for o in model.graph.output][-len(compiled):]
         explained = args.output_name or model.graph.output[0].name
-        outs = sess.run([explained] + names, feeds)
+        if neurons is not None:
+            feeds[NEURON_INPUT] = neuron_feed(args.neuron, len(x), output_size(sess, explained))
+        warn_nonfinite(x, args.input)
+        outs = run(sess, [explained] + names, feeds)
         scores, results = outs[0], dict(zip(names, outs[1:]))
         providers = ", ".join(sess.get_providers())
     if sampled:
@@ -260,6 +302,10 @@ def _analyze(args):
         scorer = Scorer(args.model)
         x = np.asarray(x, np.float32)
         scores = scorer(x)
+        if neurons is not None:
+            neurons = neuron_feed(args.neuron, len(x), scores.shape[1])
+        if not compiled:
+            warn_nonfinite(x, args.input)
         for name in sampled:
             own = {k: v for k, v in params.items() if "." not in k and k in PERTURBATION_METHODS[name]}
             own.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
@@ -290,16 +336,14 @@ def _analyze(args):
 
 def _evaluate(args):
     from .evaluate import csv_bytes, evaluate, plot_bytes, table
-    from .runtime import write_atomic
+    from .runtime import write_files
     if not args.method:
         raise NnxplainError("give at least one --method to evaluate (the random baseline always runs)")
     base = args.out[:-4] if args.out.endswith((".png", ".csv")) else args.out
     result = evaluate(args.model, args.method, load_array(args.data), region=args.region, steps=args.steps,
                       perturbation=args.perturbation, params=_params(args.param), seed=args.seed,
                       progress=sys.stderr.isatty(), patterns=args.patterns)
-    plot, csv = plot_bytes(result), csv_bytes(result)
-    write_atomic(base + ".png", plot)
-    write_atomic(base + ".csv", csv)
+    write_files({base + ".png": plot_bytes(result), base + ".csv": csv_bytes(result)})  # both or neither
     print(f"perturbation analysis: {result['region']}x{result['region']} regions, {result['steps']} steps, "
           f"{result['perturbation']}")
     print(table(result))
@@ -333,7 +377,7 @@ def _prototype(args):
 
     from . import visualize as vis
     from .prototype import prototype
-    from .runtime import write_atomic
+    from .runtime import write_files
     if not args.out.endswith(".png"):
         raise NnxplainError(f"-o {args.out}: the prototype is written as a .png (and .npy beside it)")
     x, history = prototype(args.model, args.neuron, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low,
@@ -343,8 +387,7 @@ def _prototype(args):
     buffer = io.BytesIO()
     np.save(buffer, x)
     npy = args.out[:-4] + ".npy"
-    write_atomic(npy, buffer.getvalue())
-    write_atomic(args.out, png)
+    write_files({npy: buffer.getvalue(), args.out: png})  # both or neither
     print(f"wrote {args.out} and {npy} (neuron {args.neuron}: objective {history[0]:.3f} -> {history[-1]:.3f} "
           f"in {len(history) - 1} steps)")
 

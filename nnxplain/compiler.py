@@ -14,7 +14,7 @@ from .errors import NnxplainError, UnsupportedError
 from .load import IR_VERSION, infer_shapes, load
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
-from .patterns import BoundPatterns, as_patterns
+from .patterns import BoundPatterns
 from .sampling import copy_forward, explain_sampled, forward_nodes
 
 SELECTION_MODES = ("max_activation", "index", "all")
@@ -48,7 +48,8 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     context = {"patterns": bind_patterns(resolved, patterns, graph), "model_nodes": list(graph.nodes),
                "forward": (inputs[0], forward)}
     e = Emitter(graph)
-    mask = selection_mask(e, y, neuron_selection)
+    mask, valid = selection_mask(e, y, neuron_selection)
+    explainable = explainable_samples(e, inputs, valid)
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
@@ -59,7 +60,9 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
         for x, relevance in explained:
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
-            graph.nodes.append(gs.Node("Identity", e.fresh("output"), inputs=[relevance], outputs=[out]))
+            ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
+            graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, e.const(np.array(np.nan, FLOAT))],
+                                       outputs=[out]))
             graph.outputs.append(out)
     return export(graph)
 
@@ -100,7 +103,7 @@ def bind_patterns(methods: list[Method], patterns, graph: gs.Graph):
         raise NnxplainError(f"method '{wanting[0]}' needs fitted patterns: fit them with `nnxplain fit MODEL "
                             f"--data TRAIN.npy -o patterns.npz` and pass `--patterns patterns.npz`, or fit in "
                             f"one step with `--fit-data TRAIN.npy` (Python: analyzer.fit(X))")
-    return BoundPatterns(as_patterns(patterns), graph)
+    return BoundPatterns(patterns, graph)
 
 
 def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
@@ -108,6 +111,8 @@ def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
     if not inputs:
         raise UnsupportedError("the model has no float input to explain")
     for t in inputs:
+        if t.shape is None:
+            raise UnsupportedError(f"input '{t.name}' declares no shape; the explainer needs at least its rank")
         if np.dtype(t.dtype) != FLOAT:
             raise UnsupportedError(f"input '{t.name}' is {np.dtype(t.dtype).name}; only float32 models are supported")
     return inputs
@@ -115,26 +120,20 @@ def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
 
 def check_float_path(graph: gs.Graph, inputs: list[gs.Variable], y: gs.Tensor):
     """The explained output must reach the inputs through float tensors: a quantized (int8) or cast
-    section in between would silently give zero explanations."""
-    from .backward import NOT_DIFFERENTIABLE, depends_on
+    section in between would silently give zero explanations; so would an If / Loop / Scan whose
+    subgraph reads the input (backward.check_subgraphs)."""
+    from .backward import NOT_DIFFERENTIABLE, check_subgraphs, depends_on, reaches
     live = depends_on(graph, inputs)
+    check_subgraphs(graph, live, y)
     if y.name in live:
         return
     for node in graph.nodes:
         if node.op not in NOT_DIFFERENTIABLE and any(t.name in live for t in node.inputs):
             broken = [t for t in node.outputs if t.name not in live and t.dtype is not None]
-            if broken and depends_on_any(graph, broken, y):
+            if broken and reaches(graph, broken, y):
                 raise UnsupportedError(
                     f"node '{node.name}' ({node.op}) turns the input into {np.dtype(broken[0].dtype).name} on the "
                     f"way to output '{y.name}'; only float32 models are supported (no quantized or integer sections)")
-
-
-def depends_on_any(graph: gs.Graph, sources: list[gs.Tensor], y: gs.Tensor) -> bool:
-    reached = {t.name for t in sources}
-    for node in graph.nodes:
-        if any(t.name in reached for t in node.inputs):
-            reached.update(t.name for t in node.outputs)
-    return y.name in reached
 
 
 def explained_output(graph: gs.Graph, name: str | None) -> gs.Variable:
@@ -146,20 +145,69 @@ def explained_output(graph: gs.Graph, name: str | None) -> gs.Variable:
     raise NnxplainError(f"the model has no output '{name}' (outputs: {', '.join(t.name for t in graph.outputs)})")
 
 
-def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> gs.Tensor:
-    """1 at the selected output neuron of each sample, 0 elsewhere, shaped like y."""
+def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> tuple[gs.Tensor, gs.Tensor | None]:
+    """1 at the selected output neuron of each sample, 0 elsewhere, shaped like y; and with mode
+    "index", whether each sample's `neuron` is in range (bool [batch]; None otherwise)."""
     if mode == "all":
-        return e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT))
+        return e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT)), None
     scores = e.Flatten(y, axis=1)
+    depth = e.Gather(e.Shape(scores), e.ints([1]), axis=0)
+    valid = None
     if mode == "max_activation":
         index = e.ArgMax(scores, axis=1, keepdims=0)
     else:
+        if NEURON_INPUT in e._taken:
+            raise NnxplainError(f"the model has a tensor named '{NEURON_INPUT}', the name of the input that "
+                                f"neuron selection 'index' adds; rename it in the model")
+        e._taken.add(NEURON_INPUT)
         neuron = gs.Variable(NEURON_INPUT, dtype=np.int64, shape=[(y.shape or ["batch"])[0]])
         e.graph.inputs.append(neuron)
         index = neuron
-    depth = e.Gather(e.Shape(scores), e.ints([1]), axis=0)
+        # OneHot would count a negative index from the end and give all zeros past the end
+        valid = e.And(e.GreaterOrEqual(neuron, e.ints([0])), e.Less(neuron, depth))
     onehot = e.OneHot(index, depth, e.const(np.array([0, 1], FLOAT)), axis=-1)
-    return e.reshape_like(onehot, y)
+    return e.reshape_like(onehot, y), valid
+
+
+def output_size(session, name: str) -> int | None:
+    """The number of neurons per sample of output `name` of a session (None where it is dynamic)."""
+    meta = next(o for o in session.get_outputs() if o.name == name)
+    dims = meta.shape[1:]
+    return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+
+
+def neuron_feed(neurons, batch: int, size: int | None) -> np.ndarray:
+    """The `neuron` input (int64 [batch]) for the given index or indices, each checked to be an output
+    neuron (0 .. size - 1): the compiled graph would answer NaN for the samples whose index is not."""
+    try:
+        array = np.asarray(neurons)
+        if array.dtype.kind not in "iu" and not (array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0)):
+            raise TypeError
+        values = [int(v) for v in np.ravel(array)]
+    except (TypeError, ValueError, OverflowError):
+        raise NnxplainError(f"neuron selection must be whole numbers, got {neurons!r}"[:200]) from None
+    if array.ndim > 1 or len(values) not in (1, batch):
+        raise NnxplainError(f"give one neuron index, or one per sample ({batch}); got {len(values)}")
+    for v in values:
+        if v < 0 or (size is not None and v >= size) or v >= 2 ** 63:
+            limit = f"0..{size - 1}" if size is not None else "0 and up"
+            raise NnxplainError(f"neuron {v} is out of range: the explained output has neurons {limit}")
+    return np.array(values * (batch if len(values) == 1 else 1), np.int64)
+
+
+def explainable_samples(e: Emitter, inputs: list[gs.Tensor], valid: gs.Tensor | None) -> gs.Tensor:
+    """bool [batch]: the samples whose explanations mean something: every input finite (a NaN or an
+    infinity anywhere in a sample makes x * 0 NaN there) and, with neuron selection "index", the
+    neuron in range. The others get NaN explanations, which a caller can detect, not zeros."""
+    ok = valid
+    for x in inputs:
+        nan_where_not_finite = e.Mul(x, 0.0)
+        rank = len(x.shape)
+        per_sample = e.ReduceSum(nan_where_not_finite, e.ints(list(range(1, rank))), keepdims=0) if rank > 1 \
+            else nan_where_not_finite
+        finite = e.Not(e.IsNaN(per_sample))
+        ok = finite if ok is None else e.And(ok, finite)
+    return ok
 
 
 def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, seed: gs.Tensor,

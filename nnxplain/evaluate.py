@@ -76,8 +76,9 @@ class Scorer:
         self.batch_size = batch_size
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        outs = [self.session.run(None, {self.input: x[i:i + self.batch_size]})[0]
-                for i in range(0, len(x), self.batch_size)]
+        from .runtime import run
+        outs = [run(self.session, None, {self.input: x[i:i + self.batch_size]})[0]
+                for i in range(0, max(len(x), 1), self.batch_size)]  # an empty batch runs once, empty
         return np.concatenate(outs).reshape(len(x), -1)
 
 

@@ -10,8 +10,9 @@ grouped and depthwise; Gemm; MatMul with a constant weight) with the gradient tr
 Weight modifications (W+, W-, W + gamma W+, W^2, ones) are computed with numpy when the graph is
 compiled and stored as constants; only the activations' sign split runs in the graph.
 
-Divisions use iNNvestigate's SafeDivide (z + eps where z == 0, eps = 1e-7) except the epsilon rule,
-whose stabilizer is z + epsilon * sign(z) with sign(0) = +1 (built with Where: ONNX's Sign(0) is 0).
+Divisions use iNNvestigate's SafeDivide (eps = 1e-7 where z == 0, and here also where z is subnormal)
+except the epsilon rule, whose stabilizer is z + epsilon * sign(z) with sign(0) = +1 (built with
+Where: ONNX's Sign(0) is 0); with epsilon = 0 it is the SafeDivide of z.
 
 Nodes that are not linear layers:
   - `pass`: relevance passes unchanged (activations: Relu, LeakyRelu, Clip, Sigmoid, Tanh).
@@ -31,6 +32,7 @@ from .ops import LINEAR, VJP
 from .propagation import RULES, Rule
 
 SAFE_EPS = 1e-7  # iNNvestigate's SafeDivide factor (Keras' epsilon)
+TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 LINEAR_OPS = frozenset(LINEAR)
 PROPORTIONAL_OPS = frozenset({"Add", "Sub", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum",
                               "Mul", "Div"})
@@ -40,13 +42,18 @@ PASS_OPS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity"
 # ------------------------------------------------------------------------------------ helpers
 
 def safe(e, z):
-    """z with exact zeros replaced by a tiny positive number (iNNvestigate's SafeDivide)."""
-    return e.Where(e.Equal(z, 0.0), SAFE_EPS, z)
+    """z with zeros replaced by a tiny positive number (iNNvestigate's SafeDivide), and so are the
+    subnormal values (|z| below the smallest normal float32): dividing by one overflows to inf, and
+    ONNX Runtime's kernels may flush one operand to 0 and not the other (0 * inf = NaN)."""
+    return e.Where(e.Less(e.Abs(z), TINY), SAFE_EPS, z)
 
 
 def stabilized(e, z, epsilon: float):
-    """z + epsilon * sign(z), sign(0) = +1."""
-    return e.Add(z, e.Where(e.GreaterOrEqual(z, 0.0), float(epsilon), float(-epsilon)))
+    """z + epsilon * sign(z), sign(0) = +1. An epsilon below the smallest normal float (0 is the
+    only one parameter checking lets through) cannot keep the result away from 0: there the
+    z-rule's safe division guards it instead."""
+    out = e.Add(z, e.Where(e.GreaterOrEqual(z, 0.0), float(epsilon), float(-epsilon)))
+    return out if epsilon >= TINY else safe(e, out)
 
 
 def positive(e, x):
@@ -255,8 +262,11 @@ def lrp_epsilon(e, node, dy, epsilon: float = 1e-7, ignore_bias: bool = False):
     if ignore_bias and layer.b is not None:
         denominator = stabilized(e, layer.forward(e, layer.x, layer.w), epsilon)
     else:
-        a = relu_after(e, node)  # a >= 0: its stabilizer is a + epsilon
-        denominator = e.Add(a, float(epsilon)) if a is not None else stabilized(e, node.outputs[0], epsilon)
+        a = relu_after(e, node)
+        if a is not None:  # a >= 0: its stabilizer is a + epsilon
+            denominator = e.Add(a, float(epsilon)) if epsilon >= TINY else safe(e, a)
+        else:
+            denominator = stabilized(e, node.outputs[0], epsilon)
     return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, denominator), layer.w)))
 
 
@@ -362,8 +372,6 @@ def lrp_flat(e, node, dy):
 def lrp_bounded(e, node, dy, low: float = -1.0, high: float = 1.0, ignore_bias: bool = True):
     """z^B (Montavon et al. 2017) for inputs in [low, high]: z = x W - low W+ - high W- (no bias by default,
     as iNNvestigate's BoundedRule; zennit's ZBox cancels its bias terms the same way)."""
-    if not low <= high:
-        raise ValueError(f"rule 'bounded' needs low <= high, got low={low}, high={high}")
     layer = Layer(node, "bounded")
     x, wp, wn = layer.x, layer.w_pos(), layer.w_neg()
     lo, hi = layer.filled(e, float(low)), layer.filled(e, float(high))

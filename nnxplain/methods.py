@@ -12,8 +12,8 @@ from pathlib import Path
 
 import onnx_graphsurgeon as gs
 
+from . import params as params_
 from .errors import NnxplainError
-from .patterns import PATTERN_TYPES
 from .propagation import RULES, Rule, rule_params
 
 # Op groups a pattern can name instead of op types.
@@ -29,7 +29,6 @@ GROUPS = {
 KINDS = {"backward", "input", "random", "sampling"}
 STARTS = {"one", "value", "positive_value"}
 POSITIONS = {"first", "last"}
-POSTPROCESS = {"none", "abs", "square"}
 
 
 @dataclass
@@ -98,23 +97,27 @@ class Method:
         if unknown:
             known = ", ".join(self.settable()) or "none"
             raise NnxplainError(f"method '{self.name}' has no parameter '{unknown[0]}' (its parameters: {known})")
-        params = {k: _coerce(self.name, k, v, self.params.get(k, 0.0)) for k, v in overrides.items()}
+        where = f"method '{self.name}'"
+        params = {k: params_.check(where, k, v, self.params.get(k)) for k, v in overrides.items()}
         method = Method(**{**self.__dict__, "params": {**self.params, **params}})
         method.validate(final=True)
         return method
 
     def validate(self, final: bool = False):
-        post = self.params.get("postprocess", "none")
-        if post not in POSTPROCESS:
-            raise NnxplainError(f"method '{self.name}': postprocess must be one of {sorted(POSTPROCESS)}, got '{post}'")
-        pattern_type = self.params.get("pattern_type", "relu")
-        if pattern_type not in PATTERN_TYPES:
-            raise NnxplainError(f"method '{self.name}': pattern_type must be one of {', '.join(PATTERN_TYPES)}, "
-                                f"got '{pattern_type}'")
+        """Every parameter's type and range (nnxplain.params); once all are given (final), that none
+        is missing and what each rule entry's parameters must satisfy together."""
+        where = f"method '{self.name}'"
+        self.params = {k: params_.check(where, k, v) for k, v in self.params.items()}
         missing = [k for k in self.required if k not in self.params]
-        if final and missing:
+        if not final:
+            return
+        if missing:
             raise NnxplainError(f"method '{self.name}' needs parameter '{missing[0]}' (give --param {missing[0]}=VALUE, "
                                 f"or {missing[0]}=... to create_analyzer)")
+        for entry in self.rules:
+            accepted = rule_params(RULES[entry.rule].fn)
+            effective = {**accepted, **{k: v for k, v in self.params.items() if k in accepted}, **entry.params}
+            params_.check_rule(f"{where} ({entry.source} entry {entry.index})", entry.rule, effective)
 
     def rule_for(self, node: gs.Node, positions: dict | None = None) -> tuple[str, Rule, dict]:
         """The first rule entry whose pattern matches the node, and the rule's parameters: those the
@@ -143,20 +146,6 @@ class Method:
             if not any(entry.pattern.matches(n, positions) for n in graph.nodes):
                 raise NnxplainError(f"method '{self.name}': {entry.source} entry {entry.index} "
                                     f"({entry.pattern.describe()}) matches no node of the model")
-
-
-def _coerce(method: str, key: str, value, default):
-    """CLI values arrive as strings: give them the type of the method's default."""
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError
-            return value.lower() in ("true", "1")
-        return type(default)(value)
-    except ValueError:
-        raise NnxplainError(f"method '{method}': parameter '{key}' expects {type(default).__name__}, got '{value}'") from None
 
 
 def builtin_dir() -> Path:
@@ -195,14 +184,24 @@ def load_method(name_or_path: str | os.PathLike) -> Method:
     return parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path))
 
 
-def _find(name_or_path, relative_to: Path | None = None) -> Path | None:
+def _find(name_or_path) -> Path | None:
+    """A method given on the command line or to create_analyzer: a .toml file (relative to the working
+    directory, as any path a user types), else a built-in method."""
     path = Path(name_or_path)
-    candidates = [path] + ([relative_to / path] if relative_to is not None else [])
-    for c in candidates:
-        if c.suffix == ".toml" and c.is_file():
-            return c
+    if path.suffix == ".toml" and path.is_file():
+        return path
     builtin = builtin_dir() / f"{name_or_path}.toml"
     return builtin if builtin.is_file() else None
+
+
+def _find_part(name: str, folder: Path | None) -> Path | None:
+    """What a method file's `include` or `base` names: a .toml file relative to that file's own folder
+    (never the working directory, so a method means the same wherever it is run), else a built-in."""
+    path = Path(name)
+    if folder is not None and path.suffix == ".toml" and (folder / path).is_file():
+        return folder / path
+    builtin = builtin_dir() / f"{name}.toml"
+    return builtin if "/" not in name and "\\" not in name and builtin.is_file() else None
 
 
 def _read(path: Path) -> dict:
@@ -212,14 +211,40 @@ def _read(path: Path) -> dict:
         raise NnxplainError(f"{path}: not a readable method file ({exc})") from None
 
 
+# The type of each top-level key of a method file (a list: a list of that type; a tuple: any of them).
+KEY_TYPES = {"name": str, "description": str, "kind": str, "start": str, "times_input": bool, "params": dict,
+             "rule": [dict], "include": (str, list), "required": [str], "optional": [str], "strict": bool,
+             "default": str, "aliases": [str], "base": str, "sampling": dict}
+TYPE_NAMES = {str: "a string", bool: "true or false", dict: "a table", list: "a list"}
+
+
+def _check_types(data: dict, where: str):
+    """Each key of a method file has the type it must have: `strict = "no"` is an error, not true."""
+    for key, want in KEY_TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if isinstance(want, list):
+            ok = isinstance(value, list) and all(isinstance(v, want[0]) for v in value)
+            wanted = f"a list of {TYPE_NAMES[want[0]].replace('a ', '', 1)}s"
+        elif isinstance(want, tuple):
+            ok = isinstance(value, want) and (not isinstance(value, list) or all(isinstance(v, str) for v in value))
+            wanted = "a string or a list of strings"
+        else:
+            ok = isinstance(value, want)
+            wanted = TYPE_NAMES[want]
+        if not ok:
+            raise NnxplainError(f"{where}: {key} must be {wanted}, got {params_.show(value)}")
+
+
 def parse_method(data: dict, default_name: str, source: str = "", _including: tuple = (),
                  name: str | None = None) -> Method:
     where = source or default_name
-    allowed = {"name", "description", "kind", "start", "times_input", "params", "rule", "include", "required",
-               "optional", "strict", "default", "aliases", "base", "sampling"}
+    allowed = set(KEY_TYPES)
     extra = sorted(set(data) - allowed)
     if extra:
         raise NnxplainError(f"{where}: unknown key '{extra[0]}' (allowed: {', '.join(sorted(allowed))})")
+    _check_types(data, where)
     kind, start = data.get("kind"), data.get("start")
     if kind is not None and kind not in KINDS:
         raise NnxplainError(f"{where}: kind must be one of {sorted(KINDS)}, got '{kind}'")
@@ -228,7 +253,7 @@ def parse_method(data: dict, default_name: str, source: str = "", _including: tu
     default = data.get("default", "gradient")
     if default not in RULES:
         raise NnxplainError(f"{where}: default names rule '{default}' (known rules: {', '.join(sorted(RULES))})")
-    params = dict(data.get("params", {}))
+    params = {k: params_.check(where, k, v) for k, v in data.get("params", {}).items()}
     required, optional = list(data.get("required", [])), list(data.get("optional", []))
     for key in required + optional:
         if key in params:
@@ -236,12 +261,12 @@ def parse_method(data: dict, default_name: str, source: str = "", _including: tu
     entries = []
     for i, raw in enumerate(data.get("rule", [])):
         entries.append(_entry(dict(raw), i + 1, where, set(params) | set(required) | set(optional)))
-    strict = bool(data.get("strict", False))
+    strict = data.get("strict", False)
+    base_dir = Path(source).parent if source else None
     for included in ([data["include"]] if isinstance(data.get("include"), str) else data.get("include", [])):
-        base_dir = Path(source).parent if source else None
-        path = _find(included, base_dir)
+        path = _find_part(included, base_dir)
         if path is None:
-            raise NnxplainError(f"{where}: include '{included}' is neither a file nor a built-in part")
+            raise NnxplainError(f"{where}: include '{included}' is neither a file beside it nor a built-in part")
         if str(path) in _including:
             raise NnxplainError(f"{where}: include '{included}' includes itself")
         part = parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path),
@@ -257,18 +282,18 @@ def parse_method(data: dict, default_name: str, source: str = "", _including: tu
     base, sampling = data.get("base"), dict(data.get("sampling", {}))
     if kind == "sampling":
         base, sampling, params, required, optional = _sampling(where, base, sampling, params, required, optional,
-                                                               _including)
+                                                               _including, base_dir)
     elif base is not None or sampling:
         raise NnxplainError(f"{where}: 'base' and [sampling] belong to methods of kind 'sampling'")
     method = Method(name=name or data.get("name", default_name), description=data.get("description", ""), kind=kind,
-                    start=start, times_input=bool(data.get("times_input", False)), params=params, rules=entries,
+                    start=start, times_input=data.get("times_input", False), params=params, rules=entries,
                     source=source, required=required, optional=optional, strict=strict, default=default,
                     aliases=list(data.get("aliases", [])), base=base, sampling=sampling)
     method.validate()
     return method
 
 
-def _sampling(where, base, sampling, params, required, optional, including):
+def _sampling(where, base, sampling, params, required, optional, including, base_dir):
     """Check a sampling method's base and [sampling] table; it takes on the base method's parameters
     (its own defaults win)."""
     from .sampling import INPUTS, REDUCE
@@ -286,7 +311,7 @@ def _sampling(where, base, sampling, params, required, optional, including):
     if missing:
         raise NnxplainError(f"{where}: a sampling method with inputs '{sampling['inputs']}' needs parameter "
                             f"'{missing[0]}' in [params]")
-    path = _find(base)
+    path = _find_part(base, base_dir)
     if path is None or str(path) in including:
         raise NnxplainError(f"{where}: base method '{base}' is unknown (available: {', '.join(available())})")
     inner = parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path),
@@ -303,19 +328,26 @@ def _sampling(where, base, sampling, params, required, optional, including):
 
 def _entry(raw: dict, index: int, where: str, method_params: set) -> RuleEntry:
     rule = raw.pop("rule", None)
-    if rule not in RULES:
-        raise NnxplainError(f"{where}: rule entry {index} names rule '{rule}' (known rules: {', '.join(sorted(RULES))})")
-    ops = raw.pop("ops", None)
-    position = raw.pop("position", None)
+    if not isinstance(rule, str) or rule not in RULES:
+        raise NnxplainError(f"{where}: rule entry {index} names rule {params_.show(rule)} "
+                            f"(known rules: {', '.join(sorted(RULES))})")
+    ops, name, position = raw.pop("ops", None), raw.pop("name", None), raw.pop("position", None)
+    if ops is not None and not (isinstance(ops, list) and all(isinstance(op, str) for op in ops)):
+        raise NnxplainError(f"{where}: rule entry {index}: ops must be a list of op types or groups, "
+                            f"got {params_.show(ops)}")
+    if name is not None and not isinstance(name, str):
+        raise NnxplainError(f"{where}: rule entry {index}: name must be a string (a glob), got {params_.show(name)}")
     if position is not None and position not in POSITIONS:
-        raise NnxplainError(f"{where}: rule entry {index}: position must be one of {sorted(POSITIONS)}, got '{position}'")
-    pattern = Pattern(ops=None if ops is None else _expand(ops, where), name=raw.pop("name", None), position=position)
+        raise NnxplainError(f"{where}: rule entry {index}: position must be one of {sorted(POSITIONS)}, "
+                            f"got {params_.show(position)}")
+    pattern = Pattern(ops=None if ops is None else _expand(ops, where), name=name, position=position)
     accepted = rule_params(RULES[rule].fn)
     unknown = sorted(set(raw) - set(accepted))
     if unknown:
         raise NnxplainError(f"{where}: rule entry {index}: rule '{rule}' has no parameter '{unknown[0]}' "
                             f"(its parameters: {', '.join(accepted) or 'none'})")
-    return RuleEntry(pattern, rule, raw, index=index, source=Path(where).name)
+    params = {k: params_.check(f"{where}: rule entry {index}", k, v, accepted[k]) for k, v in raw.items()}
+    return RuleEntry(pattern, rule, params, index=index, source=Path(where).name)
 
 
 def positions(graph: gs.Graph, inputs: list, output) -> dict[str, set[int]]:

@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -36,7 +37,7 @@ import onnx_graphsurgeon as gs
 
 from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter, shape, static_dims
-from .errors import NnxplainError
+from .errors import NnxplainError, NnxplainWarning
 from .load import IR_VERSION, load
 from .ops import LINEAR
 
@@ -117,16 +118,13 @@ class Patterns:
     rows: dict[str, np.ndarray]
     samples: int = 0                       # input samples the statistics were taken over
     counts: dict[str, np.ndarray] = field(default_factory=dict)  # per neuron: samples in its regime
+    skipped: int = 0                       # samples left out of fitting: they held NaN or inf
 
     def check(self, layers: list[Layer]):
-        """Fail clearly if these patterns were not fitted on the model `layers` come from."""
-        if self.fingerprint == fingerprint(layers):
-            return
-        missing = [layer.key for layer in layers if layer.key not in self.rows]
-        detail = (f"it has no pattern for layer '{missing[0]}'" if missing
-                  else "the layers' weights or shapes differ")
-        raise NnxplainError(f"these patterns were fitted on another model ({detail}); fit them on this one "
-                            f"with `nnxplain fit MODEL --data X.npy -o patterns.npz`")
+        """Fail clearly if these patterns were not fitted on the model `layers` come from, or hold
+        non-finite entries."""
+        _check_model(self.fingerprint, self.rows, layers)
+        self.check_finite("patterns")
 
     def weight_for(self, layer: Layer, mode: str) -> np.ndarray:
         """The weight that replaces the layer's own in the backward pass, in the ONNX weight layout:
@@ -144,32 +142,89 @@ class Patterns:
         had in its regime; `__meta__` (JSON) the estimator, sample count and model fingerprint."""
         from .runtime import write_atomic
         meta = {"format": FORMAT, "pattern_type": self.pattern_type, "fingerprint": self.fingerprint,
-                "samples": self.samples, "layers": list(self.rows)}
+                "samples": self.samples, "skipped": self.skipped, "layers": list(self.rows)}
         arrays = {key: np.asarray(a, FLOAT) for key, a in self.rows.items()}
         arrays.update({f"{key}|count": self.counts[key] for key in self.rows if key in self.counts})
         buffer = io.BytesIO()
         np.savez(buffer, __meta__=np.array(json.dumps(meta)), **arrays)
         write_atomic(path, buffer.getvalue())
 
+    def check_finite(self, where: str):
+        """Patterns with a NaN or an infinity would turn every explanation into NaN: refuse them."""
+        for key, rows in self.rows.items():
+            if not np.isfinite(rows).all():
+                raise NnxplainError(f"{where}: the pattern of layer '{key}' has non-finite entries (NaN or inf); "
+                                    f"fit the patterns again on finite data")
+
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Patterns":
+    def load(cls, path: str | os.PathLike, layers: list[Layer] | None = None) -> "Patterns":
+        """Read a patterns file. Each array's header is checked before its data is read: against the
+        shapes of `layers` (the model's linear layers) where given, else against a size cap, so a
+        small file cannot make nnxplain allocate more than the model's own layers need."""
+        from .runtime import load_arrays
+        what = "a patterns file written by `nnxplain fit`"
+        shapes = None if layers is None else {layer.key: layer.rows.shape for layer in layers}
+
+        def check(name, shape, dtype):
+            key, count = (name[:-len("|count")], True) if name.endswith("|count") else (name, False)
+            if shapes is not None and key in shapes:
+                want = shapes[key][:1] if count else shapes[key]
+                if want != shape:
+                    raise NnxplainError(f"{path}: these patterns were fitted on another model (array '{name}' has "
+                                        f"shape {list(shape)}, the model's layer {list(want)}); {REFIT}")
+                return
+            size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            limit = META_BYTES if name == "__meta__" else MAX_LAYER_BYTES
+            if size > limit:
+                raise NnxplainError(f"{path}: not {what} (array '{name}' claims {size} bytes, more than {limit})")
+
+        arrays = load_arrays(path, what, check)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["__meta__"]))
-                if meta.get("format") != FORMAT:
-                    raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-                keys = meta["layers"]
-                rows = {key: data[key].astype(np.float64) for key in keys}
-                counts = {key: data[f"{key}|count"] for key in keys if f"{key}|count" in data}
-        except (OSError, ValueError, KeyError) as exc:
-            raise NnxplainError(f"{path}: not a patterns file written by `nnxplain fit` ({exc})") from None
-        return cls(meta["pattern_type"], meta["fingerprint"], rows, meta.get("samples", 0), counts)
+            if "__meta__" not in arrays:
+                raise ValueError("no __meta__ entry")
+            meta = json.loads(str(arrays["__meta__"]()))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                                 f"expected {FORMAT!r}")
+            keys = meta["layers"]
+            if layers is not None:  # before reading anything: a file for another model stops here
+                _check_model(str(meta["fingerprint"]), keys, layers, f"{os.fspath(path)}: ")
+            missing = [key for key in keys if key not in arrays]
+            if missing:
+                raise KeyError(missing[0])
+            rows = {key: arrays[key]().astype(np.float64) for key in keys}
+            counts = {key: arrays[f"{key}|count"]() for key in keys if f"{key}|count" in arrays}
+            patterns = cls(str(meta["pattern_type"]), str(meta["fingerprint"]), rows, int(meta.get("samples", 0)),
+                           counts, int(meta.get("skipped", 0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NnxplainError(f"{path}: not {what} ({type(exc).__name__}: {exc})") from None
+        patterns.check_finite(os.fspath(path))
+        return patterns
 
 
-def as_patterns(patterns) -> Patterns | None:
+REFIT = "fit them on this one with `nnxplain fit MODEL --data X.npy -o patterns.npz`"
+
+
+def _check_model(fitted_on: str, keys, layers: list[Layer], where: str = ""):
+    """Patterns (their model's fingerprint and layer keys) must belong to the model of `layers`."""
+    if fitted_on == fingerprint(layers):
+        return
+    missing = [layer.key for layer in layers if layer.key not in keys]
+    detail = f"it has no pattern for layer '{missing[0]}'" if missing else "the layers' weights or shapes differ"
+    raise NnxplainError(f"{where}these patterns were fitted on another model ({detail}); {REFIT}")
+
+
+# A patterns file's metadata is a short JSON text; without the model's layer shapes to compare with,
+# no layer's patterns may claim more than this (a VGG-16's largest layer takes about 400 MB).
+META_BYTES = 1 << 20
+MAX_LAYER_BYTES = 1 << 30
+
+
+def as_patterns(patterns, layers: list[Layer] | None = None) -> Patterns | None:
+    """A Patterns object, or one read from a patterns file (checked against `layers` where given)."""
     if patterns is None or isinstance(patterns, Patterns):
         return patterns
-    return Patterns.load(patterns)
+    return Patterns.load(patterns, layers)
 
 
 # ------------------------------------------------------------------------------------- statistics
@@ -312,7 +367,7 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     """Fit the patterns of every linear layer of `model` (path or ModelProto) on `data`: a numpy
     array (batch first), a .npy / .npz path, or an iterable of batches. Memory does not grow with
     the data: each batch's sums are added, in float64, to running totals."""
-    from .runtime import check_feed, session
+    from .runtime import check_feed, nonfinite_samples, run, session
 
     graph = canonical_graph(model)
     layers = linear_layers(graph)
@@ -329,12 +384,22 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     names = [o.name for o in sess.get_outputs()]
     where = [name.rpartition("|")[::2] for name in names]  # (layer key, stat) of each output
     totals = {layer.key: {} for layer in layers}
-    samples = 0
+    samples = skipped = 0
     for batch in _progress(batches(data, batch_size), progress, "fitting patterns"):
         if fixed is not None and len(batch) != fixed:
             raise NnxplainError(f"data: the model's batch size is fixed at {fixed}, so the number of samples must "
                                 f"be a multiple of it (a batch of {len(batch)} is left)")
-        outputs = sess.run(names, {inputs[0].name: check_feed(inputs[0], batch, "data")})
+        batch = check_feed(inputs[0], batch, "data")
+        finite = ~nonfinite_samples(batch)
+        if not finite.all():  # one NaN would make every pattern NaN: such samples are skipped, and counted
+            if fixed is not None:
+                raise NnxplainError(f"data: {int((~finite).sum())} samples hold NaN or inf, and the model's batch "
+                                    f"size is fixed at {fixed}: remove them from the data")
+            skipped += int((~finite).sum())
+            batch = batch[finite]
+            if not len(batch):
+                continue
+        outputs = run(sess, names, {inputs[0].name: batch})
         raw = {layer.key: {} for layer in layers}
         for (key, stat), value in zip(where, outputs):
             raw[key][stat] = value
@@ -343,11 +408,17 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
                 totals[layer.key][stat] = totals[layer.key].get(stat, 0) + value
         samples += len(batch)
     if samples == 0:
-        raise NnxplainError("the data holds no samples to fit the patterns on")
+        raise NnxplainError("the data holds no samples to fit the patterns on" +
+                            (f" (all {skipped} hold NaN or inf)" if skipped else ""))
+    if skipped:
+        warnings.warn(f"data: {skipped} of {samples + skipped} samples hold NaN or inf; the patterns are fitted on "
+                      f"the other {samples}", NnxplainWarning, stacklevel=2)
     rows, counts = {}, {}
     for layer in layers:
         rows[layer.key], counts[layer.key] = pattern_rows(layer, totals[layer.key])
-    return Patterns(pattern_type, model_fingerprint, rows, samples, counts)
+    patterns = Patterns(pattern_type, model_fingerprint, rows, samples, counts, skipped)
+    patterns.check_finite("fitting")
+    return patterns
 
 
 def batch_sums(layer: Layer, raw: dict) -> dict[str, np.ndarray]:
@@ -419,8 +490,9 @@ def _progress(items, enabled: bool, what: str):
 class BoundPatterns:
     """Patterns checked against the canonical graph being compiled: what the pattern rules read."""
 
-    def __init__(self, patterns: Patterns, graph: gs.Graph):
+    def __init__(self, patterns, graph: gs.Graph):
         layers = linear_layers(graph)
+        patterns = as_patterns(patterns, layers)
         patterns.check(layers)
         self.patterns = patterns
         self.layers = {layer.key: layer for layer in layers}

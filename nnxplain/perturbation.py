@@ -126,12 +126,10 @@ def run(name: str, model, x, params: dict | None = None, neuron=None, progress: 
     unknown = sorted(set(params or {}) - set(defaults))
     if unknown:
         raise NnxplainError(f"method '{name}' has no parameter '{unknown[0]}' (its parameters: {', '.join(defaults)})")
-    typed = {}
-    for k, v in (params or {}).items():
-        try:
-            typed[k] = type(defaults[k])(v)
-        except ValueError:
-            raise NnxplainError(f"method '{name}': parameter '{k}' expects {type(defaults[k]).__name__}, "
-                                f"got '{v}'") from None
+    from .params import check
+    from .runtime import nonfinite_samples
+    typed = {k: check(f"method '{name}'", k, v, defaults[k]) for k, v in (params or {}).items()}
     fn = occlusion if name == "occlusion" else lime
-    return fn(model, x, neuron=neuron, progress=progress, **typed)
+    out = fn(model, x, neuron=neuron, progress=progress, **typed)
+    out[nonfinite_samples(np.asarray(x))] = np.nan  # as the compiled explainers: NaN, not a number that looks real
+    return out

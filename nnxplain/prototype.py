@@ -21,7 +21,7 @@ def prototype(model, neuron: int, steps: int = 200, lr: float = 0.05, l2: float 
     """(the prototype, shaped like one input without the batch dimension; the objective after each step)."""
     from . import compile as compile_explainer
     from .compiler import NEURON_INPUT
-    from .runtime import session
+    from .runtime import run, session
     if not high > low:
         raise NnxplainError(f"the input range needs low < high (got {low}, {high})")
     if steps < 1 or lr <= 0 or l2 < 0:
@@ -36,7 +36,7 @@ def prototype(model, neuron: int, steps: int = 200, lr: float = 0.05, l2: float 
     if None in dims:
         raise NnxplainError(f"input '{meta.name}' has dynamic dims {meta.shape}; prototype needs a fixed input shape")
     scores_name, grad_name = explainer.graph.output[0].name, explainer.graph.output[-1].name
-    outputs = sess.run([scores_name], {meta.name: np.zeros(dims, np.float32),
+    outputs = run(sess, [scores_name], {meta.name: np.zeros(dims, np.float32),
                                        NEURON_INPUT: np.zeros(1, np.int64)})[0]
     classes = int(np.prod(outputs.shape[1:]))
     if not 0 <= neuron < classes:
@@ -46,13 +46,13 @@ def prototype(model, neuron: int, steps: int = 200, lr: float = 0.05, l2: float 
     history = []
     feeds = {NEURON_INPUT: np.array([neuron], np.int64)}
     for _ in tqdm(range(steps), desc=f"prototype of neuron {neuron}", disable=not progress):
-        scores, grad = sess.run([scores_name, grad_name], {meta.name: x, **feeds})
+        scores, grad = run(sess, [scores_name, grad_name], {meta.name: x, **feeds})
         history.append(float(scores.reshape(-1)[neuron] - l2 * np.sum(x.astype(np.float64) ** 2)))
         step = grad - 2 * l2 * x
         scale = np.abs(step).max()
         if scale == 0:
             break
         x = np.clip(x + lr * (high - low) * step / scale, low, high).astype(np.float32)
-    scores = sess.run([scores_name], {meta.name: x, **feeds})[0]
+    scores = run(sess, [scores_name], {meta.name: x, **feeds})[0]
     history.append(float(scores.reshape(-1)[neuron] - l2 * np.sum(x.astype(np.float64) ** 2)))
     return x[0], history

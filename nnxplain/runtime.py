@@ -30,6 +30,38 @@ def session(model: onnx.ModelProto | bytes | str, providers=None) -> ort.Inferen
         raise NnxplainError(f"ONNX Runtime could not load the model: {str(exc).strip().splitlines()[0]}") from None
 
 
+def run(sess: ort.InferenceSession, outputs, feeds: dict) -> list:
+    """sess.run, with a failure inside ONNX Runtime (a model that cannot run on this input, memory)
+    as one clear NnxplainError."""
+    try:
+        return sess.run(outputs, feeds)
+    except Exception as exc:
+        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+            raise
+        text = " ".join(str(exc).split())
+        raise NnxplainError(f"ONNX Runtime failed to run the model: {text[:300]}") from None
+
+
+def nonfinite_samples(x: np.ndarray) -> np.ndarray:
+    """bool [batch]: the samples (first axis) that hold a NaN or an infinity."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fc" or x.ndim == 0:
+        return np.zeros(x.shape[:1], bool)
+    return ~np.isfinite(x.reshape(len(x), -1)).all(axis=1) if x.size else np.zeros(len(x), bool)
+
+
+def warn_nonfinite(x: np.ndarray, what: str = "input"):
+    """Warn (NnxplainWarning) with the count of samples holding NaN or inf: the explainer gives them
+    NaN explanations."""
+    import warnings
+
+    from .errors import NnxplainWarning
+    bad = nonfinite_samples(x)
+    if bad.any():
+        warnings.warn(f"{what}: {int(bad.sum())} of {len(bad)} samples hold NaN or inf (the first: sample "
+                      f"{int(np.argmax(bad))}); their explanations are NaN", NnxplainWarning, stacklevel=3)
+
+
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -54,7 +86,56 @@ def check_feed(meta, array, argument: str | None = None) -> np.ndarray:
 
 def write_atomic(path: str | os.PathLike, data: bytes):
     """Write via a temporary file in the same folder and rename, so a failure leaves no partial file."""
+    write_files({path: data})
+
+
+def write_files(files: dict):
+    """Write {path: bytes} all or nothing: each to a temporary file beside its target first, then
+    renamed into place; a failure leaves no temporary file, no new file and every old one as it was
+    (a write that fails half-way, a read-only folder, a full disk, a directory or a name too long
+    for the file system). OSErrors become one clear NnxplainError naming the file."""
+    staged, placed = [], []
+    try:
+        for path, data in files.items():
+            staged.append((_stage(path, data), os.fspath(path)))
+        for tmp, path in staged:
+            existed, backup = os.path.lexists(path), None
+            if existed and len(files) > 1:  # the old file, kept to be put back if a later file fails
+                try:
+                    os.link(path, tmp + ".old")
+                    backup = tmp + ".old"
+                except OSError:
+                    pass
+            placed.append((path, existed, backup))
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for path, existed, backup in reversed(placed):
+            if backup is not None:
+                os.replace(backup, path)
+            elif not existed and os.path.lexists(path):
+                os.unlink(path)
+        for tmp, _ in staged:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            where = exc.filename if exc.filename in files else next(iter(files)) if len(files) == 1 else exc.filename
+            raise NnxplainError(f"{where}: cannot write the file ({exc.strerror or exc})") from None
+        raise
+    for _, _, backup in placed:
+        if backup is not None:
+            os.unlink(backup)
+
+
+def _stage(path, data: bytes) -> str:
+    """`data` in a new temporary file beside `path`, with the mode a plain open() would give."""
     path = os.fspath(path)
+    if not path or path.endswith(os.sep):
+        raise NnxplainError(f"'{path}': not a file name")
+    if os.path.isdir(path):
+        raise NnxplainError(f"{path}: is a folder; give a file name")
+    name = os.path.basename(path)
+    if len(os.fsencode(name)) > 255:
+        raise NnxplainError(f"{path}: the file name is too long ({len(os.fsencode(name))} bytes; 255 at most)")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise NnxplainError(f"{path}: the folder {folder} does not exist")
@@ -65,24 +146,115 @@ def write_atomic(path: str | os.PathLike, data: bytes):
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
+    return tmp
+
+
+# Array files hold only plain numeric arrays; each member's header is read before its data, so a
+# forged or truncated file (a header that claims more than the file holds) is refused unread.
+PLAIN_KINDS = "biufUS"  # booleans, integers, floats, strings: nothing that unpickles
+MAX_HEADER = 100000  # numpy's own limit for headers it reads safely
 
 
 def load_array(path: str | os.PathLike) -> np.ndarray:
     """A batch from .npy, or from .npz (the array `x`, or its only array)."""
+    arrays = load_arrays(path, "a readable .npy/.npz file")
+    if None in arrays:
+        return arrays[None]()
+    if "x" in arrays:
+        return arrays["x"]()
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))()
+    raise NnxplainError(f"{path}: holds arrays {', '.join(arrays)}; name the input array 'x'")
+
+
+def load_arrays(path, what: str, check=None) -> dict:
+    """{name: read()} for the arrays of an .npz ({None: read()} for an .npy). Nothing is read but the
+    headers until read() is called; `check(name, shape, dtype)` may refuse an array by its header
+    (raise NnxplainError) before its data is read. Not a regular file (a FIFO would block), not an
+    array file, an object array, or a header that claims more data than the file holds: one clear
+    error naming the file."""
+    import zipfile
+    path = os.fspath(path)
+
+    def fail(reason):
+        return NnxplainError(f"{path}: not {what} ({reason})")
+
+    if not os.path.exists(path):
+        raise fail("no such file")
+    if not os.path.isfile(path):
+        raise fail("not a regular file")
+
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise NnxplainError(f"{path}: not a readable .npy/.npz file ({exc})") from None
-    if isinstance(data, np.ndarray):
-        return data
-    keys = list(data.keys())
-    if "x" in keys:
-        return data["x"]
-    if len(keys) == 1:
-        return data[keys[0]]
-    raise NnxplainError(f"{path}: holds arrays {', '.join(keys)}; name the input array 'x'")
+        with open(path, "rb") as f:
+            magic = f.read(6)
+            size = os.fstat(f.fileno()).st_size
+            if magic == b"\x93NUMPY":
+                f.seek(0)
+                shape, dtype, offset, fortran = _header(f, size, fail, check, None)
+                return {None: lambda: _read(path, offset, shape, dtype, fortran)}
+        if not zipfile.is_zipfile(path):
+            raise fail("neither .npy nor .npz")
+        out = {}
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                name = info.filename[:-len(".npy")]
+                with z.open(info) as member:
+                    _header(member, info.file_size, fail, check, name)
+                out[name] = (lambda info=info: _read_member(path, info, fail))
+        return out
+    except NnxplainError:
+        raise
+    except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise fail(_first_line(exc)) from None
+
+
+def _header(f, size: int, fail, check, name):
+    """(shape, dtype, data offset, Fortran order) of the array file open at its start, checked
+    against `size`, the bytes the file (or zip member) holds."""
+    try:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"array format version {version[0]}.{version[1]} is not read here")
+        shape, fortran, dtype = readers[version](f, max_header_size=MAX_HEADER)
+    except (ValueError, EOFError) as exc:
+        raise fail(f"a broken array header{'' if name is None else f' in {name}'}: {_first_line(exc)}") from None
+    label = "the array" if name is None else f"array '{name}'"
+    if dtype.kind not in PLAIN_KINDS or dtype.hasobject:
+        raise fail(f"{label} is of type {dtype}; only plain numeric arrays are read")
+    count = int(np.prod(shape, dtype=object))
+    offset = f.tell()
+    if count * dtype.itemsize > size - offset:
+        raise fail(f"{label} claims shape {list(shape)} ({count * dtype.itemsize} bytes) but the file holds "
+                   f"{max(size - offset, 0)}: truncated or forged")
+    if check is not None:
+        check(name, tuple(shape), dtype)
+    return tuple(shape), dtype, offset, fortran
+
+
+def _read(path, offset, shape, dtype, fortran) -> np.ndarray:
+    count = int(np.prod(shape, dtype=object))
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = np.fromfile(f, dtype, count) if count else np.empty(0, dtype)
+    return data.reshape(shape, order="F" if fortran else "C")
+
+
+def _read_member(path, info, fail):
+    """An .npz member's array, its header already checked against the member's size."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z, z.open(info) as member:
+            return np.lib.format.read_array(member, allow_pickle=False, max_header_size=MAX_HEADER)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise fail(_first_line(exc)) from None
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

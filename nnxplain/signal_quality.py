@@ -80,7 +80,7 @@ def _layer_rho(layer: Layer, estimator, fit_set, test_set, rng) -> float:
 
 def layer_io(graph: gs.Graph, layers: list[Layer], data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each layer's input and output (with bias) on `data`, from one run of the model."""
-    from .runtime import check_feed, session
+    from .runtime import check_feed, run, session
     io_graph = graph.copy()
     tensors = io_graph.tensors()
     wanted = [(tensors[layer.node.inputs[0].name], tensors[layer.node.outputs[0].name]) for layer in layers]
@@ -93,7 +93,7 @@ def layer_io(graph: gs.Graph, layers: list[Layer], data) -> dict[str, tuple[np.n
     sess = session(model)
     names = [o.name for o in sess.get_outputs()]
     feed = check_feed(sess.get_inputs()[0], data, "data")
-    values = dict(zip(names, sess.run(names, {sess.get_inputs()[0].name: feed})))
+    values = dict(zip(names, run(sess, names, {sess.get_inputs()[0].name: feed})))
     return {layer.key: (values[x.name], values[y.name]) for layer, (x, y) in zip(layers, wanted)}
 
 

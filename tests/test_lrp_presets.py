@@ -233,7 +233,7 @@ def compile_file(tmp_path, text, model="digits_cnn"):
     ('include = "_lrp_base"\n[[rule]]\nops = ["linear"]\nrule = "epsilon"\ngama = 0.3\n',
      r"rule 'epsilon' has no parameter 'gama' \(its parameters: epsilon, ignore_bias\)"),
     ('include = "_lrp_base"\n[[rule]]\nposition = "middle"\nrule = "flat"\n', r"position must be one of"),
-    ('include = "no_such_part"\n', r"include 'no_such_part' is neither a file nor a built-in part"),
+    ('include = "no_such_part"\n', r"include 'no_such_part' is neither a file beside it nor a built-in part"),
 ])
 def test_method_file_errors_name_the_entry_node_and_expectation(tmp_path, text, message):
     with pytest.raises(nnxplain.NnxplainError, match=message):
