@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from .emitter import Emitter
@@ -69,10 +70,20 @@ def check_subgraphs(graph: gs.Graph, live: set[str], y: gs.Tensor):
 
 
 def _is_float(dtype) -> bool:
+    name = dtype_name(dtype)
+    return name is None or name in FLOAT_TYPES
+
+
+def dtype_name(dtype) -> str | None:
+    """A tensor type's name (float32, bfloat16, int8, ...): numpy's, or ONNX's for the types numpy
+    lacks (graphsurgeon gives those as TensorProto numbers)."""
     try:
-        return np.dtype(dtype).name in FLOAT_TYPES
+        return np.dtype(dtype).name
     except TypeError:
-        return True
+        try:
+            return onnx.TensorProto.DataType.Name(int(dtype)).lower()
+        except (TypeError, ValueError):
+            return None
 
 
 def propagate(e: Emitter, seeds: dict[str, gs.Tensor], wrt: list[gs.Tensor],

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .errors import UnsupportedError
-from .load import IR_VERSION, infer_shapes
+from .errors import NnxplainError, UnsupportedError
+from .load import IR_VERSION, first_line, infer_shapes
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # graphsurgeon warns about optional extras
 
@@ -33,12 +33,43 @@ def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False) -> onnx.Mod
     out.ir_version = IR_VERSION
     del out.opset_import[:]
     out.opset_import.extend(proto.opset_import)
-    return infer_shapes(out, data_prop=True)
+    try:
+        return infer_shapes(out, data_prop=True)
+    except Exception as exc:  # onnx's ValidationError / InferenceError: constants folded, shapes disagree
+        raise NnxplainError(f"the model's shapes do not agree once its constants are folded: "
+                            f"{first_line(exc)}") from None
+
+
+# Constant folding evaluates the constant parts of the graph. A model's own weights are constants
+# already; what folding builds beyond them (a transposed or reshaped weight, a shape) is about as
+# large. A tensor far larger than all the model's weights together, which a 200-byte model can ask
+# for (ConstantOfShape of [32768, 32768]), is left to be computed at run time instead.
+FOLD_SLACK = 1 << 26  # bytes
 
 
 def _fold_constants(graph: gs.Graph):
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    graph.fold_constants(error_ok=True).cleanup()
+    weights = sum(t.values.nbytes for t in graph.tensors().values() if isinstance(t, gs.Constant))
+    limit = FOLD_SLACK + 2 * weights
+    if _largest_foldable(graph) > limit:
+        return  # folding would materialize it (even as an intermediate): fold nothing
+    graph.fold_constants(error_ok=True, size_threshold=limit).cleanup()
+
+
+def _largest_foldable(graph: gs.Graph) -> int:
+    """The size in bytes of the largest tensor that folding would compute, as far as the inferred
+    shapes tell (a tensor of unknown shape counts as 0)."""
+    constant = {t.name for t in graph.tensors().values() if isinstance(t, gs.Constant)} | {""}
+    largest = 0
+    for node in graph.nodes:
+        if node.op.startswith("Random") or not all(t.name in constant for t in node.inputs) or \
+                any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+            continue
+        for t in node.outputs:
+            constant.add(t.name)
+            if t.shape is not None and t.dtype is not None and all(isinstance(d, int) and d >= 0 for d in t.shape):
+                largest = max(largest, int(np.prod(t.shape, dtype=object)) * 8)  # 8: the largest element size
+    return largest
 
 
 def _set(tensors, new: list):

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
 def _internal(exc) -> int:
     if os.environ.get("NNXPLAIN_DEBUG"):
         raise exc
-    print(f"nnxplain: internal error: {type(exc).__name__}: {one_line(exc)} -- {REPORT}", file=sys.stderr)
+    what = one_line(exc) if isinstance(exc, InternalError) else f"{type(exc).__name__}: {one_line(exc)}"
+    print(f"nnxplain: internal error: {what} -- {REPORT}", file=sys.stderr)
     return 3
 
 

@@ -10,8 +10,8 @@ import onnx_graphsurgeon as gs
 from .backward import propagate
 from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter
-from .errors import NnxplainError, UnsupportedError
-from .load import IR_VERSION, infer_shapes, load
+from .errors import InternalError, NnxplainError, UnsupportedError
+from .load import IR_VERSION, first_line, infer_shapes, load
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns
@@ -107,14 +107,15 @@ def bind_patterns(methods: list[Method], patterns, graph: gs.Graph):
 
 
 def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
-    inputs = [t for t in graph.inputs if t.dtype is not None and np.dtype(t.dtype).kind == "f"]
+    from .backward import FLOAT_TYPES, dtype_name
+    inputs = [t for t in graph.inputs if t.dtype is not None and dtype_name(t.dtype) in FLOAT_TYPES]
     if not inputs:
         raise UnsupportedError("the model has no float input to explain")
     for t in inputs:
+        if dtype_name(t.dtype) != "float32":
+            raise UnsupportedError(f"input '{t.name}' is {dtype_name(t.dtype)}; only float32 models are supported")
         if t.shape is None:
             raise UnsupportedError(f"input '{t.name}' declares no shape; the explainer needs at least its rank")
-        if np.dtype(t.dtype) != FLOAT:
-            raise UnsupportedError(f"input '{t.name}' is {np.dtype(t.dtype).name}; only float32 models are supported")
     return inputs
 
 
@@ -122,7 +123,7 @@ def check_float_path(graph: gs.Graph, inputs: list[gs.Variable], y: gs.Tensor):
     """The explained output must reach the inputs through float tensors: a quantized (int8) or cast
     section in between would silently give zero explanations; so would an If / Loop / Scan whose
     subgraph reads the input (backward.check_subgraphs)."""
-    from .backward import NOT_DIFFERENTIABLE, check_subgraphs, depends_on, reaches
+    from .backward import NOT_DIFFERENTIABLE, check_subgraphs, depends_on, dtype_name, reaches
     live = depends_on(graph, inputs)
     check_subgraphs(graph, live, y)
     if y.name in live:
@@ -132,7 +133,7 @@ def check_float_path(graph: gs.Graph, inputs: list[gs.Variable], y: gs.Tensor):
             broken = [t for t in node.outputs if t.name not in live and t.dtype is not None]
             if broken and reaches(graph, broken, y):
                 raise UnsupportedError(
-                    f"node '{node.name}' ({node.op}) turns the input into {np.dtype(broken[0].dtype).name} on the "
+                    f"node '{node.name}' ({node.op}) turns the input into {dtype_name(broken[0].dtype)} on the "
                     f"way to output '{y.name}'; only float32 models are supported (no quantized or integer sections)")
 
 
@@ -190,8 +191,8 @@ def neuron_feed(neurons, batch: int, size: int | None) -> np.ndarray:
         raise NnxplainError(f"give one neuron index, or one per sample ({batch}); got {len(values)}")
     for v in values:
         if v < 0 or (size is not None and v >= size) or v >= 2 ** 63:
-            limit = f"0..{size - 1}" if size is not None else "0 and up"
-            raise NnxplainError(f"neuron {v} is out of range: the explained output has neurons {limit}")
+            limit = f"has neurons 0..{size - 1}" if size is not None else "is indexed from 0 (int64)"
+            raise NnxplainError(f"neuron {v} is out of range: the explained output {limit}")
     return np.array(values * (batch if len(values) == 1 else 1), np.int64)
 
 
@@ -308,5 +309,5 @@ def export(graph: gs.Graph) -> onnx.ModelProto:
     try:
         model = infer_shapes(model, full_check=True)
     except Exception as exc:  # a bug of ours, not the user's: say so plainly
-        raise NnxplainError(f"internal error: the emitted graph does not check: {exc}") from exc
+        raise InternalError(f"the emitted graph does not check: {first_line(exc)}") from exc
     return model

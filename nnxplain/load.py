@@ -23,14 +23,16 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         proto.CopyFrom(model)  # never modify the caller's model
     else:
         where = os.fspath(model)
-        if not os.path.isfile(where):
+        if not os.path.exists(where):
             raise NnxplainError(f"{where}: no such file")
+        if not os.path.isfile(where):
+            raise NnxplainError(f"{where}: not a regular file (a folder, a pipe or a device), not an ONNX model")
         if os.path.getsize(where) == 0:
             raise NnxplainError(f"{where}: the file is empty, not an ONNX model")
         try:
             proto = onnx.load(where)  # external data is read from beside the file
         except Exception as exc:  # protobuf's DecodeError, a missing .data file, ...
-            raise NnxplainError(f"{where}: not a readable ONNX model ({_first_line(exc)})") from None
+            raise NnxplainError(f"{where}: not a readable ONNX model ({first_line(exc)})") from None
     if not proto.graph.node:
         raise NnxplainError(f"{where}: the model has no nodes")
 
@@ -42,23 +44,24 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
             f"{where}: node '{node.name}' uses op {node.op_type} from domain '{node.domain}'; "
             "only the default ONNX domain is supported")
     _check_wiring(proto, where)
+    _check_initializers(proto, where)
     _fill_output_shapes(proto)
     try:
         check_light(proto)
     except Exception as exc:
-        raise NnxplainError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
+        raise NnxplainError(f"{where}: invalid ONNX model: {first_line(exc)}") from None
 
     if opset < EMIT_OPSET:
         try:
             proto = version_converter.convert_version(proto, EMIT_OPSET)
         except Exception as exc:
             raise NnxplainError(
-                f"{where}: could not convert opset {opset} to {EMIT_OPSET}: {_first_line(exc)}") from None
+                f"{where}: could not convert opset {opset} to {EMIT_OPSET}: {first_line(exc)}") from None
     proto.ir_version = min(proto.ir_version, IR_VERSION) if opset >= EMIT_OPSET else IR_VERSION
     try:
         return infer_shapes(proto, data_prop=True)
     except Exception as exc:
-        raise NnxplainError(f"{where}: shape inference failed: {_first_line(exc)}") from None
+        raise NnxplainError(f"{where}: shape inference failed: {first_line(exc)}") from None
 
 
 def _check_wiring(proto: onnx.ModelProto, where: str):
@@ -110,6 +113,40 @@ def _check_wiring(proto: onnx.ModelProto, where: str):
     graph.node.extend(nodes)
 
 
+# The field a tensor's values are stored in when not as raw bytes, by data type (onnx's TensorProto docs).
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _check_initializers(proto: onnx.ModelProto, where: str):
+    """Every initializer holds as many values as its shape says (a weight whose data is short would
+    fail deep inside, or be read past its end)."""
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue  # not loaded (a ModelProto handed over without its data): onnx reports it
+        count = 1
+        for d in t.dims:
+            count *= d
+        if any(d < 0 for d in t.dims):
+            raise NnxplainError(f"{where}: initializer '{t.name}' has a negative dimension {list(t.dims)}")
+        if t.HasField("raw_data"):
+            try:
+                size = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            except (KeyError, TypeError, ValueError):
+                continue  # a type without a numpy twin: the checker judges it
+            if onnx.helper.tensor_dtype_to_string(t.data_type).endswith(("INT4", "E2M1", "INT2")):
+                continue  # 4- and 2-bit types pack several values in a byte
+            held = len(t.raw_data)
+            if held != count * size:
+                raise NnxplainError(f"{where}: initializer '{t.name}' has shape {list(t.dims)} ({count * size} bytes) "
+                                    f"but holds {held} bytes")
+        else:
+            held = sum(len(getattr(t, f)) for f in _TYPED_FIELDS)
+            if held != count and not (t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
+                                               and held == 2 * count):
+                raise NnxplainError(f"{where}: initializer '{t.name}' has shape {list(t.dims)} ({count} values) but "
+                                    f"holds {held}")
+
+
 def _fill_output_shapes(proto: onnx.ModelProto):
     """onnx >= 1.23's checker rejects outputs declared without a shape, which older exporters write:
     take the shape that inference finds for them (the checker then judges the rest)."""
@@ -136,7 +173,7 @@ def _default_opset(proto: onnx.ModelProto, where: str) -> int:
     return opset
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if len(lines) == 1 else " ".join(lines[:3])

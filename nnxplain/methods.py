@@ -114,6 +114,8 @@ class Method:
         if missing:
             raise NnxplainError(f"method '{self.name}' needs parameter '{missing[0]}' (give --param {missing[0]}=VALUE, "
                                 f"or {missing[0]}=... to create_analyzer)")
+        if self.kind == "sampling":
+            params_.check_sampling(where, self.params, self.sampling["inputs"])
         for entry in self.rules:
             accepted = rule_params(RULES[entry.rule].fn)
             effective = {**accepted, **{k: v for k, v in self.params.items() if k in accepted}, **entry.params}

@@ -20,6 +20,7 @@ from .patterns import PATTERN_TYPES
 # Sampling methods fold their samples into the batch; past this many the graph and the noise input
 # are too large to be a sensible request (64 is iNNvestigate's default, Captum's IG uses 50).
 MAX_SAMPLES = 1 << 16
+MAX_BLOCKS = 256  # each block of `chunk` samples is a copy of the forward and backward pass in the graph
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -138,3 +139,13 @@ def check_rule(where: str, rule: str, params: dict):
             raise NnxplainError(f"{where}: {exc}") from None
     if rule == "bounded" and "low" in params and "high" in params and not params["low"] <= params["high"]:
         raise NnxplainError(f"{where}: rule 'bounded' needs low <= high, got low={params['low']}, high={params['high']}")
+
+
+def check_sampling(where: str, params: dict, inputs: str):
+    """A sampling method's samples split into at most MAX_BLOCKS blocks of `chunk`."""
+    total = params.get("augment_by_n" if inputs == "noise" else "steps")
+    chunk = params.get("chunk", 0)
+    if isinstance(total, int) and isinstance(chunk, int) and chunk and -(-total // chunk) > MAX_BLOCKS:
+        raise NnxplainError(f"{where}: {total} samples in blocks of chunk={chunk} make {-(-total // chunk)} copies of "
+                            f"the model in the graph; give chunk >= {-(-total // MAX_BLOCKS)} (at most {MAX_BLOCKS} "
+                            f"blocks)")

@@ -166,6 +166,9 @@ class Patterns:
         shapes = None if layers is None else {layer.key: layer.rows.shape for layer in layers}
 
         def check(name, shape, dtype):
+            if name is None:
+                raise NnxplainError(f"{path}: not {what} (a single array; patterns files are the .npz that "
+                                    f"`nnxplain fit` writes)")
             key, count = (name[:-len("|count")], True) if name.endswith("|count") else (name, False)
             if shapes is not None and key in shapes:
                 want = shapes[key][:1] if count else shapes[key]

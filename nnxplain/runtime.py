@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import NnxplainError
+from .load import first_line
 
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -210,7 +211,7 @@ def load_arrays(path, what: str, check=None) -> dict:
     except NnxplainError:
         raise
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, NotImplementedError) as exc:
-        raise fail(_first_line(exc)) from None
+        raise fail(first_line(exc)) from None
 
 
 def _header(f, size: int, fail, check, name):
@@ -223,7 +224,7 @@ def _header(f, size: int, fail, check, name):
             raise ValueError(f"array format version {version[0]}.{version[1]} is not read here")
         shape, fortran, dtype = readers[version](f, max_header_size=MAX_HEADER)
     except (ValueError, EOFError) as exc:
-        raise fail(f"a broken array header{'' if name is None else f' in {name}'}: {_first_line(exc)}") from None
+        raise fail(f"a broken array header{'' if name is None else f' in {name}'}: {first_line(exc)}") from None
     label = "the array" if name is None else f"array '{name}'"
     if dtype.kind not in PLAIN_KINDS or dtype.hasobject:
         raise fail(f"{label} is of type {dtype}; only plain numeric arrays are read")
@@ -252,9 +253,4 @@ def _read_member(path, info, fail):
         with zipfile.ZipFile(path) as z, z.open(info) as member:
             return np.lib.format.read_array(member, allow_pickle=False, max_header_size=MAX_HEADER)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise fail(_first_line(exc)) from None
-
-
-def _first_line(exc) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+        raise fail(first_line(exc)) from None

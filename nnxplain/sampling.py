@@ -50,11 +50,8 @@ def noise_feeds(session, x: np.ndarray, seeds: dict[str, int] | None = None) -> 
 
 
 def sample_count(method) -> int:
-    key = "augment_by_n" if method.sampling["inputs"] == "noise" else "steps"
-    n = int(method.params[key])
-    if n < 1:
-        raise NnxplainError(f"method '{method.name}': {key} must be at least 1, got {n}")
-    return n
+    """The samples per input (checked in range by nnxplain.params)."""
+    return int(method.params["augment_by_n" if method.sampling["inputs"] == "noise" else "steps"])
 
 
 def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: gs.Tensor, forward: list,
@@ -72,8 +69,6 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
                             f"methods fold the samples into the batch and need a dynamic one")
     total = sample_count(method)
     chunk = int(method.params.get("chunk", 0)) or total
-    if chunk < 0:
-        raise NnxplainError(f"method '{method.name}': chunk must be 0 (all samples at once) or positive, got {chunk}")
     kind, reduce = method.sampling["inputs"], method.sampling["reduce"]
     rank = len(dims) + 1
     reference = float(method.params.get("reference_inputs", 0.0))
