@@ -76,6 +76,8 @@ class Analyzer:
             raise NnxplainError(f"neuron_selection is only used with neuron_selection_mode='index' "
                                 f"(this analyzer uses '{self.neuron_selection_mode}')")
         warn_nonfinite(x)
+        if len(x) == 0:  # nothing to explain; ONNX Runtime's NCHWc layout optimizer fails on an empty batch
+            return np.zeros(x.shape, np.float32)
         return run(self.session, [self.output_name], feeds)[0]
 
     def save(self, path: str | os.PathLike):

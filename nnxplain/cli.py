@@ -26,7 +26,9 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
-            return args.run(args) or 0
+            code = args.run(args) or 0
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+            return code
         except BrokenPipeError:  # `nnxplain methods | head`: the reader has gone, nothing more to say
             _silence_stdout()
             return 141
@@ -224,8 +226,9 @@ def _fit_patterns(args, data, pattern_type):
 def _fit(args):
     patterns = _fit_patterns(args, args.data, args.pattern_type or "relu")
     patterns.save(args.out)
+    skipped = f"; {patterns.skipped} samples with NaN or inf skipped" if patterns.skipped else ""
     print(f"wrote {args.out} ({patterns.pattern_type} patterns of {len(patterns.rows)} layers, "
-          f"fitted on {patterns.samples} samples)")
+          f"fitted on {patterns.samples} samples{skipped})")
 
 
 def _compile(args):
@@ -254,6 +257,8 @@ def _analyze(args):
     from .methods import load_method
     from .perturbation import DEFAULTS as PERTURBATION_METHODS
     x = load_array(args.input)
+    if len(x) == 0 and (args.grid or args.out.endswith(".png")):
+        raise NnxplainError(f"{args.input}: holds no samples, nothing to draw")
     compiled = [m for m in methods if m not in PERTURBATION_METHODS]
     sampled = [m for m in methods if m in PERTURBATION_METHODS]
     params = _params(args.param)
@@ -294,7 +299,10 @@ def _analyze(args):
         if neurons is not None:
             feeds[NEURON_INPUT] = neuron_feed(args.neuron, len(x), output_size(sess, explained))
         warn_nonfinite(x, args.input)
-        outs = run(sess, [explained] + names, feeds)
+        if len(x):
+            outs = run(sess, [explained] + names, feeds)
+        else:  # nothing to explain; ONNX Runtime's NCHWc layout optimizer fails on an empty batch
+            outs = [np.zeros((0, output_size(sess, explained) or 0), np.float32)] + [np.zeros(x.shape, np.float32)] * len(names)
         scores, results = outs[0], dict(zip(names, outs[1:]))
         providers = ", ".join(sess.get_providers())
     if sampled:

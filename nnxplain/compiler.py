@@ -34,6 +34,14 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     patterns: for pattern.net / pattern.attribution, the fitted patterns (a Patterns object or the
     path of a patterns file from `nnxplain fit`).
     """
+    try:
+        return _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        # onnx's own errors from wherever they arise: the Python API raises NnxplainError only
+        raise NnxplainError(f"onnx rejects the model: {first_line(exc)}") from None
+
+
+def _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns) -> onnx.ModelProto:
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})

@@ -79,7 +79,8 @@ class Scorer:
         from .runtime import run
         outs = [run(self.session, None, {self.input: x[i:i + self.batch_size]})[0]
                 for i in range(0, max(len(x), 1), self.batch_size)]  # an empty batch runs once, empty
-        return np.concatenate(outs).reshape(len(x), -1)
+        scores = np.concatenate(outs)
+        return scores.reshape(len(x), int(np.prod(scores.shape[1:], dtype=np.int64)))
 
 
 def perturbation_curve(scorer: Scorer, x: np.ndarray, relevance: np.ndarray, classes: np.ndarray, region: int,

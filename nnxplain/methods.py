@@ -98,7 +98,7 @@ class Method:
             known = ", ".join(self.settable()) or "none"
             raise NnxplainError(f"method '{self.name}' has no parameter '{unknown[0]}' (its parameters: {known})")
         where = f"method '{self.name}'"
-        params = {k: params_.check(where, k, v, self.params.get(k)) for k, v in overrides.items()}
+        params = {k: params_.check(where, k, v, self.params.get(k), parse=True) for k, v in overrides.items()}
         method = Method(**{**self.__dict__, "params": {**self.params, **params}})
         method.validate(final=True)
         return method

@@ -69,16 +69,17 @@ PARAMS: dict[str, Spec] = {
 }
 
 
-def check(where: str, key: str, value, default=None):
-    """`value` as parameter `key` takes it (a string from the command line converted to the
-    parameter's type; for a parameter this table does not know, to the type of its `default`), or a
-    clear error naming `where` (the method) and what a valid value is."""
+def check(where: str, key: str, value, default=None, parse: bool = False):
+    """`value` as parameter `key` takes it, or a clear error naming `where` (the method) and what a
+    valid value is. With `parse` (values from the command line) a string is converted to the
+    parameter's type (for a parameter this table does not know, to the type of its `default`); a
+    method file's values have their TOML types and are taken as they are."""
     spec = PARAMS.get(key)
-    if spec is None and isinstance(value, str) and isinstance(default, (bool, int, float)):
+    if spec is None and parse and isinstance(value, str) and isinstance(default, (bool, int, float)):
         spec = Spec(type(default), None, f"a {type(default).__name__}")
     if spec is None:
         return _plain(where, key, value)
-    if isinstance(value, str) and spec.kind is not str:
+    if parse and isinstance(value, str) and spec.kind is not str:
         value = _parse(where, key, value, spec)
     if spec.kind is bool:
         good = isinstance(value, (bool, np.bool_))
@@ -96,7 +97,7 @@ def check(where: str, key: str, value, default=None):
     else:
         good = isinstance(value, str)
     if not good or (spec.ok is not None and not spec.ok(value)):
-        raise NnxplainError(f"{where}: parameter {key} must be {spec.wants}, got {show(value)}")
+        raise NnxplainError(f"{where}: parameter '{key}' must be {spec.wants}, got {show(value)}")
     return value
 
 
@@ -106,7 +107,7 @@ def _parse(where, key, text, spec):
             return True
         if text.lower() in ("false", "0", "no"):
             return False
-        raise NnxplainError(f"{where}: parameter {key} must be {spec.wants}, got '{text}'")
+        raise NnxplainError(f"{where}: parameter '{key}' must be {spec.wants}, got '{text}'")
     try:
         return spec.kind(text)
     except ValueError:
@@ -119,7 +120,7 @@ def _plain(where, key, value):
         return value
     if isinstance(value, float) and math.isfinite(value) and abs(value) <= FLOAT32_MAX:
         return value
-    raise NnxplainError(f"{where}: parameter {key} must be a finite number, a string or true/false, got "
+    raise NnxplainError(f"{where}: parameter '{key}' must be a finite number, a string or true/false, got "
                         f"{show(value)}")
 
 

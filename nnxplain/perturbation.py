@@ -49,6 +49,8 @@ def occlusion(model, x, patch: int = 2, stride: int = 1, fill: float = 0.0, neur
     from .evaluate import Scorer
     x = _images(x)
     n, c, h, w = x.shape
+    if n == 0:
+        return np.zeros_like(x)
     if not (1 <= patch <= min(h, w)) or stride < 1:
         raise NnxplainError(f"occlusion: patch must be between 1 and {min(h, w)} and stride at least 1 "
                             f"(got patch {patch}, stride {stride})")
@@ -98,6 +100,8 @@ def lime(model, x, segment: int = 2, samples: int = 256, kernel_width: float = 0
     from .evaluate import Scorer
     x = _images(x)
     n, c, h, w = x.shape
+    if n == 0:
+        return np.zeros_like(x)
     if segment < 1 or samples < 2 or kernel_width <= 0 or alpha < 0:
         raise NnxplainError("lime: segment >= 1, samples >= 2, kernel_width > 0 and alpha >= 0 are needed "
                             f"(got {segment}, {samples}, {kernel_width}, {alpha})")
@@ -128,7 +132,7 @@ def run(name: str, model, x, params: dict | None = None, neuron=None, progress: 
         raise NnxplainError(f"method '{name}' has no parameter '{unknown[0]}' (its parameters: {', '.join(defaults)})")
     from .params import check
     from .runtime import nonfinite_samples
-    typed = {k: check(f"method '{name}'", k, v, defaults[k]) for k, v in (params or {}).items()}
+    typed = {k: check(f"method '{name}'", k, v, defaults[k], parse=True) for k, v in (params or {}).items()}
     fn = occlusion if name == "occlusion" else lime
     out = fn(model, x, neuron=neuron, progress=progress, **typed)
     out[nonfinite_samples(np.asarray(x))] = np.nan  # as the compiled explainers: NaN, not a number that looks real

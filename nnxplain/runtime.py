@@ -162,13 +162,12 @@ MAX_HEADER = 100000  # numpy's own limit for headers it reads safely
 def load_array(path: str | os.PathLike) -> np.ndarray:
     """A batch from .npy, or from .npz (the array `x`, or its only array)."""
     arrays = load_arrays(path, "a readable .npy/.npz file")
-    if None in arrays:
-        return arrays[None]()
-    if "x" in arrays:
-        return arrays["x"]()
-    if len(arrays) == 1:
-        return next(iter(arrays.values()))()
-    raise NnxplainError(f"{path}: holds arrays {', '.join(arrays)}; name the input array 'x'")
+    if None in arrays or "x" in arrays or len(arrays) == 1:
+        array = arrays[None if None in arrays else "x" if "x" in arrays else next(iter(arrays))]()
+        if array.ndim == 0:
+            raise NnxplainError(f"{path}: holds a single number, not a batch of samples")
+        return array
+    raise NnxplainError(f"{path}: holds arrays {', '.join(arrays) or 'none'}; name the input array 'x'")
 
 
 def load_arrays(path, what: str, check=None) -> dict:

@@ -75,7 +75,7 @@ def test_a_failed_compile_keeps_an_existing_output(tmp_path):
     (["-m", "no_such_method"], "unknown method 'no_such_method'"),
     (["-m", "gradient", "--param", "postprocess"], "not of the form key=value"),
     (["-m", "gradient", "--param", "epsilon=0.1"], "parameter 'epsilon' belongs to none of the methods"),
-    (["-m", "gradient", "--param", "postprocess=cube"], "postprocess must be one of"),
+    (["-m", "gradient", "--param", "postprocess=cube"], "'postprocess' must be one of"),
     (["-m", "gradient", "--output-name", "nope"], "the model has no output 'nope'"),
     ([], "give at least one --method"),
 ])

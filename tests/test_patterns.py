@@ -228,7 +228,7 @@ def test_fit_data_of_the_wrong_shape_names_the_argument():
 
 
 def test_unknown_pattern_type_is_refused():
-    with pytest.raises(NnxplainError, match="pattern_type must be one of"):
+    with pytest.raises(NnxplainError, match="'pattern_type' must be one of"):
         nnxplain.create_analyzer("pattern.net", ZOO_DIR / "digits_cnn.onnx", pattern_type="quadratic")
 
 
