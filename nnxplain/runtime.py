@@ -95,11 +95,12 @@ def write_files(files: dict):
     renamed into place; a failure leaves no temporary file, no new file and every old one as it was
     (a write that fails half-way, a read-only folder, a full disk, a directory or a name too long
     for the file system). OSErrors become one clear NnxplainError naming the file."""
-    staged, placed = [], []
+    staged, placed, current = [], [], None
     try:
-        for path, data in files.items():
-            staged.append((_stage(path, data), os.fspath(path)))
+        for current, data in files.items():
+            staged.append((_stage(current, data), os.fspath(current)))
         for tmp, path in staged:
+            current = path
             existed, backup = os.path.lexists(path), None
             if existed and len(files) > 1:  # the old file, kept to be put back if a later file fails
                 try:
@@ -119,8 +120,7 @@ def write_files(files: dict):
             if os.path.lexists(tmp):
                 os.unlink(tmp)
         if isinstance(exc, OSError):
-            where = exc.filename if exc.filename in files else next(iter(files)) if len(files) == 1 else exc.filename
-            raise NnxplainError(f"{where}: cannot write the file ({exc.strerror or exc})") from None
+            raise NnxplainError(f"{os.fspath(current)}: cannot write the file ({exc.strerror or exc})") from None
         raise
     for _, _, backup in placed:
         if backup is not None:
