@@ -302,7 +302,8 @@ def _analyze(args):
         if len(x):
             outs = run(sess, [explained] + names, feeds)
         else:  # nothing to explain; ONNX Runtime's NCHWc layout optimizer fails on an empty batch
-            outs = [np.zeros((0, output_size(sess, explained) or 0), np.float32)] + [np.zeros(x.shape, np.float32)] * len(names)
+            outs = [np.zeros((0, output_size(sess, explained) or 0), np.float32)] + \
+                [np.zeros(x.shape, np.float32)] * len(names)
         scores, results = outs[0], dict(zip(names, outs[1:]))
         providers = ", ".join(sess.get_providers())
     if sampled:

@@ -69,8 +69,8 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
             ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
-            graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, e.const(np.array(np.nan, FLOAT))],
-                                       outputs=[out]))
+            nan = e.const(np.array(np.nan, FLOAT))
+            graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
             graph.outputs.append(out)
     return export(graph)
 
