@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 from .backward import propagate
 from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter
+from . import portable
 from .errors import NnxplainError, UnsupportedError
 from .load import IR_VERSION, infer_shapes, load
 from .lrp import zero_where_zero
@@ -157,7 +158,10 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> gs.Tensor:
         neuron = gs.Variable(NEURON_INPUT, dtype=np.int64, shape=[(y.shape or ["batch"])[0]])
         e.graph.inputs.append(neuron)
         index = neuron
-    depth = e.Gather(e.Shape(scores), e.ints([1]), axis=0)
+    dims = (y.shape or [])[1:]
+    static = bool(dims) and all(isinstance(d, (int, np.integer)) for d in dims)
+    depth = e.const(np.array(int(np.prod(dims)), np.int64)) if static else \
+        e.Gather(e.Shape(scores), e.const(np.array(1, np.int64)), axis=0)  # 0-D: see portable.py
     onehot = e.OneHot(index, depth, e.const(np.array([0, 1], FLOAT)), axis=-1)
     return e.reshape_like(onehot, y)
 
@@ -257,8 +261,13 @@ def export(graph: gs.Graph) -> onnx.ModelProto:
     model.ir_version = IR_VERSION
     del model.opset_import[:]
     model.opset_import.append(onnx.helper.make_opsetid("", opset))
+    portable.normalize(model)
     try:
         model = infer_shapes(model, full_check=True)
     except Exception as exc:  # a bug of ours, not the user's: say so plainly
         raise NnxplainError(f"internal error: the emitted graph does not check: {exc}") from exc
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in model.graph.value_info
+             if v.type.tensor_type.HasField("shape")}
+    del model.graph.value_info[:]  # the normal form stores no intermediate shapes (see portable.py)
+    portable.check(model, ranks)
     return model
