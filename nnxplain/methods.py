@@ -107,6 +107,10 @@ class Method:
         post = self.params.get("postprocess", "none")
         if post not in POSTPROCESS:
             raise NnxplainError(f"method '{self.name}': postprocess must be one of {sorted(POSTPROCESS)}, got '{post}'")
+        source = self.params.get("noise", "graph")
+        if self.kind == "sampling" and source not in ("graph", "input"):
+            raise NnxplainError(f"method '{self.name}': noise must be 'graph' (generated in the graph from the seed) "
+                                f"or 'input' (fed as the input '{self.name}/noise'), got '{source}'")
         pattern_type = self.params.get("pattern_type", "relu")
         if pattern_type not in PATTERN_TYPES:
             raise NnxplainError(f"method '{self.name}': pattern_type must be one of {', '.join(PATTERN_TYPES)}, "
@@ -296,6 +300,8 @@ def _sampling(where, base, sampling, params, required, optional, including):
     if inner.kind != "backward":
         raise NnxplainError(f"{where}: base method '{base}' has no backward pass to sample (kind '{inner.kind}')")
     params = {**inner.params, **params}
+    if sampling["inputs"] == "noise":
+        params.setdefault("noise", "graph")  # where the noise comes from: generated in the graph, or an input
     required = required + [k for k in inner.required if k not in required and k not in params]
     optional = optional + [k for k in inner.optional if k not in optional and k not in params]
     return str(path), sampling, params, required, optional

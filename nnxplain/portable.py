@@ -8,8 +8,8 @@ writes is put into this form at export (`normalize`) and then checked (`violatio
 1. **No empty optional inputs.** Trailing empty inputs are dropped (`Conv(x, W, "")` becomes
    `Conv(x, W)`, `Gemm(A, B, "")` becomes `Gemm(A, B)`); an empty input followed by a given one gets
    its default value as a constant (Clip's bounds, Pad's constant value, Slice's axes and steps).
-2. **One meaning per constant.** An initializer is read by nodes of one op type, at one input
-   position, with the same attributes: a weight that the forward pass reads as a Conv weight and
+2. **One constant per value and meaning.** Initializers with equal contents are merged, then an
+   initializer is read by nodes of one op type, at one input position, with the same attributes: a weight that the forward pass reads as a Conv weight and
    the backward pass as a ConvTranspose weight, or that a forward Gemm reads with transB=1 and a
    backward Gemm with transB=0, becomes one constant per reader kind (the op adapters emit the
    transposed, flipped or sign-split weights the backward pass needs as constants of their own
@@ -80,6 +80,8 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
                 consts[t.name] = t
                 node.input[i] = t.name
     graph.initializer.extend(new_inits)
+    _merge_equal_constants(graph)
+    _merge_equal_nodes(graph)
     _one_meaning_per_constant(graph, fresh)
     _drop_unused_initializers(graph)
     del graph.value_info[:]
@@ -99,8 +101,56 @@ def _float_types(model: onnx.ModelProto) -> dict:
 
 def meaning(node: onnx.NodeProto, index: int) -> tuple:
     """What a node does with its input `index`: op type, domain, position and attributes."""
-    attrs = tuple(sorted((a.name, onnx.helper.printable_attribute(a)) for a in node.attribute))
+    attrs = tuple(sorted((a.name, onnx.helper.printable_attribute(a)) if a.type != onnx.AttributeProto.TENSOR
+                         else (a.name, a.t.SerializeToString(deterministic=True)) for a in node.attribute))
     return node.op_type, node.domain, index, attrs
+
+
+def _merge_equal_constants(graph):
+    """Initializers with equal type, shape and bytes become one (methods compiled together emit the
+    same transposed weights each); the readers of the others read the first."""
+    outputs = {o.name for o in graph.output}
+    first, rename = {}, {}
+    for t in graph.initializer:
+        if t.name in outputs or t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        key = (t.data_type, tuple(t.dims), t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes())
+        if key in first:
+            rename[t.name] = first[key]
+        else:
+            first[key] = t.name
+    if not rename:
+        return
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+
+
+def _merge_equal_nodes(graph):
+    """Common subexpressions: a node with the op, attributes and inputs of an earlier one is dropped
+    and its readers read the earlier one's outputs (methods compiled together that share a backward
+    pass, such as gradient and input_t_gradient, then compute it once). Nodes writing graph outputs
+    and random ops stay."""
+    outputs = {o.name for o in graph.output}
+    seen, rename, keep = {}, {}, []
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+        if node.op_type.startswith("Random") or any(o in outputs for o in node.output):
+            keep.append(node)
+            continue
+        key = (node.op_type, node.domain, tuple(node.input), len(node.output),
+               tuple(sorted(a.SerializeToString(deterministic=True) for a in node.attribute)))
+        if key in seen:
+            rename.update(zip(node.output, seen[key].output))
+        else:
+            seen[key] = node
+            keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
 
 
 def _one_meaning_per_constant(graph, fresh):

@@ -1,13 +1,13 @@
 """Run one ONNX file on each Python-hosted ONNX engine: ONNX Runtime, onnx's reference evaluator,
 OpenVINO and tract. Each runner takes (path, feeds) and returns the outputs in graph order, or
-raises; `run` turns any failure, a crash of the engine included, into a one-line reason."""
+raises. `python -m tests.portability.runtimes ENGINE MANIFEST OUT_DIR` runs a manifest's cases in
+one process (the protocol of run_node.mjs), so that an engine that aborts (a Rust panic, a
+segfault) ends only its own process and names the case."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
-import traceback
 
 import numpy as np
 
@@ -55,37 +55,27 @@ def run_tract(path, feeds):
 RUNNERS = {"onnxruntime": run_onnxruntime, "reference": run_reference, "openvino": run_openvino, "tract": run_tract}
 
 
-def _child(runtime, path, feeds, conn):
-    try:
-        conn.send(("ok", [np.asarray(o) for o in RUNNERS[runtime](path, feeds)]))
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes a reason
-        conn.send(("error", first_line(exc)))
-
-
-def run(runtime: str, path, feeds: dict, isolate: bool = True, timeout: float = 300):
-    """(outputs, None) or (None, reason). `isolate` runs the engine in a child process, so that an
-    engine that aborts (a Rust panic, a segfault) is a reason, not the end of the test run."""
-    if not isolate:
+def main(runtime: str, manifest: str, outdir: str):
+    """Run every case of the manifest (see run_node.mjs: the same protocol) on one engine."""
+    cases = json.loads(open(manifest).read())["cases"]
+    os.makedirs(outdir, exist_ok=True)
+    for case in cases:
+        done = os.path.join(outdir, f"{case['id']}.json")
+        if os.path.exists(done):
+            continue  # a rerun after a crash goes on with the next case
+        open(os.path.join(outdir, f"{case['id']}.started"), "w").close()
+        feeds = {i["name"]: np.fromfile(i["file"], dtype=i["dtype"]).reshape(i["shape"]) for i in case["inputs"]}
         try:
-            return [np.asarray(o) for o in RUNNERS[runtime](path, feeds)], None
-        except BaseException as exc:  # noqa: BLE001
-            return None, first_line(exc)
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(runtime, str(path), feeds, child))
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(timeout):
-            proc.kill()
-            proc.join()
-            return None, f"no result within {timeout:.0f} s"
-        status, value = parent.recv()
-    except EOFError:
-        proc.join()
-        return None, f"the engine crashed (exit code {proc.exitcode})"
-    proc.join()
-    return (value, None) if status == "ok" else (None, value)
+            outputs = [np.ascontiguousarray(o) for o in RUNNERS[runtime](case["model"], feeds)]
+            result = {"outputs": []}
+            for k, out in enumerate(outputs):
+                file = os.path.join(outdir, f"{case['id']}.{k}.bin")
+                out.tofile(file)
+                result["outputs"].append({"dtype": out.dtype.name, "shape": list(out.shape), "file": file})
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a reason
+            result = {"error": first_line(exc)}
+        with open(done, "w") as f:
+            json.dump(result, f)
 
 
 def first_line(exc: BaseException) -> str:
@@ -93,3 +83,7 @@ def first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     line = lines[0] if lines else type(exc).__name__
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
