@@ -10,9 +10,11 @@ table it produces. Engines: ONNX Runtime (Python), onnx's reference evaluator, O
 `npm_packages()` into .cache/npm, run by run_node.mjs from plain Node.js).
 
 An output passes when it is within `tolerance` times max |ORT| of ONNX Runtime's. Where the engines
-disagree by more, the explainer is run again in float64 (onnx's reference evaluator on a float64
-copy of the graph), and the engine passes if it is no farther from the float64 result than ONNX
-Runtime is, plus the tolerance. Whatever an engine cannot do is a reason in the table, never a skip.
+disagree by more, float64 is the judge: the explainer runs again in float64 (onnx's reference
+evaluator on a float64 copy of the graph), also with its inputs and weights moved by float32
+rounding, which shows how far float32 arithmetic alone can move the result (LRP rules divide by
+pre-activations that can be near 0); the engine passes if it is within the tolerance plus
+BAND_FACTOR times that distance of the float64 result. Whatever an engine cannot do is a reason in the table, never a skip.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,10 +199,29 @@ def float64_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def float64_outputs(case: dict) -> list[np.ndarray]:
+def float64_judge(case: dict, draws: int = 3) -> tuple[list, list]:
+    """The float64 result of every output, and its float32 sensitivity: how far (max over `draws`,
+    relative to max |result|) the float64 result moves when the inputs and the weights move by
+    float32 rounding (each element times 1 + u 2^-24, u uniform in [-1, 1])."""
     from onnx.reference import ReferenceEvaluator
+    model = float64_copy(onnx.load(case["model"]))
     feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds_of(case).items()}
-    return ReferenceEvaluator(float64_copy(onnx.load(case["model"]))).run(None, feeds)
+    exact = ReferenceEvaluator(model).run(None, feeds)
+    rng = np.random.default_rng(0)
+    bands = [0.0] * len(exact)
+    for _ in range(draws):
+        moved = onnx.ModelProto()
+        moved.CopyFrom(model)
+        for i, t in enumerate(moved.graph.initializer):
+            if t.data_type == onnx.TensorProto.DOUBLE:
+                a = numpy_helper.to_array(t)
+                moved.graph.initializer[i].CopyFrom(
+                    numpy_helper.from_array(a * (1 + rng.uniform(-1, 1, a.shape) * 2.0 ** -24), t.name))
+        moved_feeds = {k: v * (1 + rng.uniform(-1, 1, v.shape) * 2.0 ** -24) if v.dtype == np.float64 else v
+                       for k, v in feeds.items()}
+        for k, (e, m) in enumerate(zip(exact, ReferenceEvaluator(moved).run(None, moved_feeds))):
+            bands[k] = max(bands[k], relative(m, e, float(np.abs(e).max(initial=0.0))))
+    return exact, bands
 
 
 def relative(a: np.ndarray, b: np.ndarray, scale: float) -> float:
@@ -220,7 +241,12 @@ class Verdict:
     reason: str = ""
 
 
-def judge(case: dict, group: Group, base: list, result: tuple, f64_cache: dict) -> Verdict:
+BAND_FACTOR = 8
+
+
+def judge(case: dict, group: Group, base: list, result: tuple, float64: dict | None = None) -> Verdict:
+    """Within the tolerance of ONNX Runtime; or, where not and `float64` (case id -> float64_judge)
+    has the case, within the tolerance plus BAND_FACTOR float32 sensitivities of the float64 result."""
     outputs, reason = result
     if reason:
         return Verdict(False, reason=reason)
@@ -230,17 +256,17 @@ def judge(case: dict, group: Group, base: list, result: tuple, f64_cache: dict) 
     worst = max(errors)
     if worst <= group.tolerance:
         return Verdict(True, worst)
-    if case["id"] not in f64_cache:
-        f64_cache[case["id"]] = float64_outputs(case)
-    exact = f64_cache[case["id"]]
-    for k, (o, b, e) in enumerate(zip(outputs, base, errors)):
+    if float64 is None or case["id"] not in float64:
+        return Verdict(False, worst, reason="needs the float64 judge")
+    exact, bands = float64[case["id"]]
+    for k, (o, e) in enumerate(zip(outputs, errors)):
         if e <= group.tolerance:
             continue
-        scale = float(np.abs(exact[k]).max(initial=0.0))
-        mine, theirs = relative(o, exact[k], scale), relative(b, exact[k], scale)
-        if not mine <= theirs + group.tolerance:
+        mine = relative(o, exact[k], float(np.abs(exact[k]).max(initial=0.0)))
+        if not mine <= group.tolerance + BAND_FACTOR * bands[k]:
             return Verdict(False, worst, True, f"output '{case['outputs'][k]}' differs from ONNX Runtime by "
-                           f"{e:.1e} of max |ORT| and from float64 by {mine:.1e} (ONNX Runtime: {theirs:.1e})")
+                           f"{e:.1e} of max |ORT| and from float64 by {mine:.1e}, more than float32 rounding "
+                           f"explains ({BAND_FACTOR} x {bands[k]:.1e})")
     return Verdict(True, worst, True)
 
 
@@ -255,15 +281,26 @@ def run_tier(workdir: Path | None = None) -> dict:
         futures = {rt: pool.submit(run_engine, rt, cases, workdir) for rt in RUNTIMES}
         results = {rt: f.result() for rt, f in futures.items()}
     groups = {g.name: g for g in GROUPS}
-    verdicts, f64 = {}, {}
-    for rt in RUNTIMES:
-        for case in cases:
-            base, reason = results["onnxruntime"][case["id"]]
-            if reason:
-                verdict = Verdict(False, reason=f"ONNX Runtime (Python) fails: {reason}")
-            else:
-                verdict = judge(case, groups[case["group"]], base, results[rt][case["id"]], f64)
-            verdicts.setdefault((rt, case["group"]), []).append((case["id"], verdict))
+    by_id = {c["id"]: c for c in cases}
+
+    def verdicts_with(float64):
+        out = {}
+        for rt in RUNTIMES:
+            for case in cases:
+                base, reason = results["onnxruntime"][case["id"]]
+                verdict = Verdict(False, reason=f"ONNX Runtime (Python) fails: {reason}") if reason else \
+                    judge(case, groups[case["group"]], base, results[rt][case["id"]], float64)
+                out[(rt, case["group"])] = out.get((rt, case["group"]), []) + [(case["id"], verdict)]
+        return out
+
+    first = verdicts_with(None)
+    disputed = sorted({case for items in first.values() for case, v in items if v.reason == "needs the float64 judge"})
+    float64 = {}
+    if disputed:  # the float64 judge, two cases at a time
+        import multiprocessing
+        with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            float64 = dict(zip(disputed, pool.map(float64_judge, [by_id[c] for c in disputed])))
+    verdicts = verdicts_with(float64)
     return verdicts
 
 
@@ -303,7 +340,8 @@ def table(verdicts: dict) -> str:
     lines.append("")
     lines.append(f"✓: every output of every method of the group, on {', '.join(ARCHS)} (batch {BATCH}, 3x32x32), "
                  f"within {TOLERANCE:g} of max |ONNX Runtime| ({ILL_CONDITIONED:g} for the LRP and Deep Taylor "
-                 f"groups; where the engines differ by more, float64 is the judge). Groups: {groups}.")
+                 f"groups; where the engines differ by more, the float64 result is the judge, with {BAND_FACTOR} times what "
+                 f"float32 rounding of the inputs and weights moves it as the margin). Groups: {groups}.")
     for k, note in enumerate(notes, 1):
         lines.append(f"{k}. {note}")
     return "\n".join(lines) + "\n"
