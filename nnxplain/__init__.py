@@ -5,4 +5,4 @@ from .errors import NnxplainError, UnsupportedError
 from .methods import available as methods
 
 __all__ = ["Analyzer", "NnxplainError", "UnsupportedError", "compile", "create_analyzer", "methods"]
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402

@@ -1,6 +1,8 @@
 """compile(): model -> canonical model -> forward graph + one backward pass per method -> ONNX model."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -9,7 +11,9 @@ import onnx_graphsurgeon as gs
 
 from .backward import propagate
 from .canonicalize import canonicalize
-from .emitter import FLOAT, Emitter
+from .emitter import FLOAT, Emitter, static_dims
+from . import noise, portable
+from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
 from .load import IR_VERSION, first_line, infer_shapes, load
 from .lrp import zero_where_zero
@@ -45,6 +49,7 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
+    model_arg = model
     graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax))
     graph.toposort()
     inputs = explained_inputs(graph)
@@ -72,7 +77,52 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
             nan = e.const(np.array(np.nan, FLOAT))
             graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
             graph.outputs.append(out)
-    return export(graph)
+    model = export(graph)
+    describe(model, source_of(model_arg), resolved, neuron_selection, y.name, keep_softmax)
+    return model
+
+
+def source_of(model) -> tuple[str, str]:
+    """(file name, sha256) of the model compiled: of the file's bytes, or of a ModelProto's serialization."""
+    if isinstance(model, onnx.ModelProto):
+        return "", hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    digest = hashlib.sha256()
+    with open(os.fspath(model), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return os.path.basename(os.fspath(model)), digest.hexdigest()
+
+
+def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Method], neuron_selection: str,
+             explained: str, keep_softmax: bool):
+    """What the explainer computes, in its metadata_props (README: the compiled graph)."""
+    outputs = [o.name for o in model.graph.output]
+    entries = []
+    for method in methods:
+        mine = [o for o in outputs if o == method.name or o.startswith(method.name + "/") or
+                o == method.name + "_explanation"]
+        entry = {"name": method.name, "kind": method.kind, "outputs": mine,
+                 "params": {k: method.params[k] for k in sorted(method.params)}}
+        if method.kind == "sampling":
+            entry.update(base=os.path.basename(method.base).removesuffix(".toml"), sampling=dict(method.sampling))
+        elif method.kind == "backward":
+            entry.update(start=method.start, times_input=method.times_input)
+        if method.source:
+            entry["file"] = os.path.basename(method.source)
+        entries.append(entry)
+    props = {
+        "nnxplain.version": __version__,
+        "nnxplain.source": source[0],
+        "nnxplain.source_sha256": source[1],
+        "nnxplain.explained_output": explained,
+        "nnxplain.neuron_selection": neuron_selection,
+        "nnxplain.keep_softmax": json.dumps(bool(keep_softmax)),
+        "nnxplain.methods": json.dumps(entries, sort_keys=True),
+    }
+    model.producer_name, model.producer_version = "nnxplain", __version__
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def resolve_methods(methods, params: dict) -> list[Method]:
@@ -160,7 +210,9 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> tuple[gs.Tensor, gs.T
     if mode == "all":
         return e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT)), None
     scores = e.Flatten(y, axis=1)
-    depth = e.Gather(e.Shape(scores), e.ints([1]), axis=0)
+    # the depth is read from the run-time shape (inference can disagree with the engine, e.g. on a
+    # ceil_mode pool), as a 0-D scalar (see portable.py)
+    depth = e.Gather(e.Shape(scores), e.const(np.array(1, np.int64)), axis=0)
     valid = None
     if mode == "max_activation":
         index = e.ArgMax(scores, axis=1, keepdims=0)
@@ -224,9 +276,13 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
     """(input, the method's explanation tensor for it) for each input."""
     if method.kind == "input":
         return [(x, e.Identity(x)) for x in inputs]
-    if method.kind == "random":
-        return [(x, e.RandomNormalLike(x, scale=float(method.params.get("stddev", 1.0)),
-                                       seed=float(method.params.get("seed", 0)))) for x in inputs]
+    if method.kind == "random":  # the portable generator (noise.py): the same numbers on every engine
+        out = []
+        for x in inputs:
+            dims = static_dims(x, f"method '{method.name}'", 1)
+            unit = noise.emit(e, int(method.params.get("seed", 0)), 1, dims)
+            out.append((x, e.Expand(e.Mul(unit, float(method.params.get("stddev", 1.0))), e.shape_of(x))))
+        return out
 
     where = positions(e.graph, inputs, y)
     method.check_patterns(e.graph, where)
@@ -314,8 +370,13 @@ def export(graph: gs.Graph) -> onnx.ModelProto:
     model.ir_version = IR_VERSION
     del model.opset_import[:]
     model.opset_import.append(onnx.helper.make_opsetid("", opset))
+    portable.normalize(model)
     try:
         model = infer_shapes(model, full_check=True)
     except Exception as exc:  # a bug of ours, not the user's: say so plainly
         raise InternalError(f"the emitted graph does not check: {first_line(exc)}") from exc
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in model.graph.value_info
+             if v.type.tensor_type.HasField("shape")}
+    del model.graph.value_info[:]  # the normal form stores no intermediate shapes (see portable.py)
+    portable.check(model, ranks)
     return model

@@ -60,7 +60,9 @@ class Emitter:
         return self.const(value)
 
     def const(self, value, dtype=None) -> gs.Constant:
-        array = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        array = np.asarray(value, dtype=dtype)
+        if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-D scalar into 1-D)
+            array = np.ascontiguousarray(array)
         return gs.Constant(self.fresh("const"), array)
 
     def ints(self, values) -> gs.Constant:

@@ -323,6 +323,8 @@ def _sampling(where, base, sampling, params, required, optional, including, base
     if inner.kind != "backward":
         raise NnxplainError(f"{where}: base method '{base}' has no backward pass to sample (kind '{inner.kind}')")
     params = {**inner.params, **params}
+    if sampling["inputs"] == "noise":
+        params.setdefault("noise", "graph")  # where the noise comes from: generated in the graph, or an input
     required = required + [k for k in inner.required if k not in required and k not in params]
     optional = optional + [k for k in inner.optional if k not in optional and k not in params]
     return str(path), sampling, params, required, optional

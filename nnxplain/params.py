@@ -54,6 +54,8 @@ PARAMS: dict[str, Spec] = {
     "stddev": Spec(float, lambda v: v > 0, "a finite number > 0"),
     "seed": Spec(int, lambda v: 0 <= v < 2 ** 63, "an integer from 0 to 2**63 - 1"),
     "reference_inputs": Spec(float, None, "a finite number"),
+    "noise": Spec(str, lambda v: v in ("graph", "input"),
+                  "'graph' (generated in the graph from the seed) or 'input' (fed as the input '<method>/noise')"),
     "noise_scale": Spec(float, lambda v: v >= 0, "a finite number >= 0"),
     "steps": Spec(int, lambda v: 1 <= v <= MAX_SAMPLES, f"at least 1 and at most {MAX_SAMPLES} (an integer)"),
     "augment_by_n": Spec(int, lambda v: 1 <= v <= MAX_SAMPLES, f"at least 1 and at most {MAX_SAMPLES} (an integer)"),

@@ -12,11 +12,12 @@ graph, each block reading its shape from the previous block's result so that ONN
 them one after the other and frees each block's intermediates before the next: memory is bounded
 by one block.
 
-Noise is generated on the host, not in the graph: ONNX Runtime's RandomNormal(Like) continues its
-random stream from run to run of a session, and its values depend on the batch size, so the same
-input would get different explanations. The compiled graph instead takes an input
-`<method>/noise` (float32, shape [augment_by_n, batch, *input dims]) of standard normal noise;
-`noise(shape, seed)` draws it reproducibly (numpy's default_rng(seed)), and the Analyzer and the CLI
+Noise (`inputs = "noise"`) is generated inside the graph from the method's `seed` by default
+(`noise = "graph"`): a counter-based generator of plain float32 arithmetic (nnxplain/noise.py, where
+its exact definition is), so every ONNX engine computes the same explanation from the explainer file
+alone. With `noise = "input"` the graph takes an input `<method>/noise` (float32, shape
+[augment_by_n, batch, *input dims]) of standard normal noise instead; `noise(shape, seed)` draws it
+(the same generator, the same values for every sample of the batch), and the Analyzer and the CLI
 feed it with the method's `seed`.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .emitter import FLOAT, Emitter, static_dims
+from . import noise as portable_noise
 from .errors import NnxplainError
 
 INPUTS = {"noise", "path"}
@@ -32,9 +34,15 @@ REDUCE = {"mean", "variance", "mean_times_delta"}
 NOISE_SUFFIX = "/noise"
 
 
+NOISE_SOURCES = ("graph", "input")
+
+
 def noise(shape, seed: int) -> np.ndarray:
-    """Standard normal noise for a `<method>/noise` input: reproducible from the seed."""
-    return np.random.default_rng(int(seed)).standard_normal(tuple(shape), dtype=np.float32)
+    """Standard normal noise for a `<method>/noise` input, shape [samples, batch, *dims]: the in-graph
+    generator's values (nnxplain.noise), the same for every sample of the batch."""
+    samples, batch, *dims = (int(d) for d in shape)
+    unit = portable_noise.standard_normal(seed, samples, dims)[:, None]
+    return np.ascontiguousarray(np.broadcast_to(unit, (samples, batch, *dims)))
 
 
 def noise_feeds(session, x: np.ndarray, seeds: dict[str, int] | None = None) -> dict:
@@ -73,7 +81,11 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
     rank = len(dims) + 1
     reference = float(method.params.get("reference_inputs", 0.0))
 
-    if kind == "noise":
+    if kind == "noise" and method.params.get("noise", "graph") == "graph":
+        unit = portable_noise.emit(e, int(method.params.get("seed", 0)), total, dims)
+        unit = e.Unsqueeze(unit, e.ints([1]))                                       # [S, 1, ...]: every sample alike
+        scaled = e.Mul(unit, float(method.params.get("noise_scale", 1.0)))
+    elif kind == "noise":
         name = e.claim(method.name + NOISE_SUFFIX, "_input")
         noise_in = gs.Variable(name, dtype=FLOAT, shape=[total, batch or "batch"] + dims)
         e.graph.inputs.append(noise_in)

@@ -1,6 +1,7 @@
 """MatMul (N-D, broadcasting batch dims): dA = dY @ B^T, dB = A^T @ dY, each reduced to its operand's shape."""
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..emitter import shape
@@ -8,6 +9,10 @@ from . import Linear, linear, vjp
 
 
 def _swap_last(e, t):
+    """t with its last two axes swapped: a constant of its own when t is a constant (computed when
+    the graph is compiled, so the backward pass reads no weight that the forward pass reads)."""
+    if isinstance(t, gs.Constant):
+        return e.const(np.swapaxes(t.values, -1, -2))
     rank = len(shape(t))
     return e.Transpose(t, perm=list(range(rank - 2)) + [rank - 1, rank - 2])
 
