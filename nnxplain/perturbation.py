@@ -120,8 +120,10 @@ def lime(model, x, segment: int = 2, samples: int = 256, kernel_width: float = 0
     return out
 
 
-def run(name: str, model, x, params: dict | None = None, neuron=None, progress: bool = False) -> np.ndarray:
-    """occlusion or lime by name, with parameters given as {key: value} (strings are converted)."""
+def run(name: str, model, x, params: dict | None = None, neuron=None, progress: bool = False,
+        scorer=None) -> np.ndarray:
+    """occlusion or lime by name, with parameters given as {key: value} (strings are converted);
+    `scorer`: an evaluate.Scorer of the model to reuse (default: a new one)."""
     defaults = DEFAULTS[name]
     unknown = sorted(set(params or {}) - set(defaults))
     if unknown:
@@ -134,4 +136,4 @@ def run(name: str, model, x, params: dict | None = None, neuron=None, progress: 
             raise NnxplainError(f"method '{name}': parameter '{k}' expects {type(defaults[k]).__name__}, "
                                 f"got '{v}'") from None
     fn = occlusion if name == "occlusion" else lime
-    return fn(model, x, neuron=neuron, progress=progress, **typed)
+    return fn(model, x, neuron=neuron, progress=progress, scorer=scorer, **typed)
