@@ -91,15 +91,15 @@ class Preprocess:
                 raise ValueError(f"is {w}x{h} pixels, smaller than the crop {cw}x{ch}")
             top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
             image = image.crop((left, top, left + cw, top + ch))
-        x = np.asarray(image, np.float32)
+        x = np.asarray(image, np.float64)  # float64 arithmetic, rounded once to float32 at the end
         x = x[:, :, None] if x.ndim == 2 else x
         if channels == "bgr":
             x = x[:, :, ::-1]
-        x = x * np.float32(self.scale)
+        x = x * self.scale
         if self.mean is not None:
-            x = x - np.asarray(self.mean, np.float32)
+            x = x - np.asarray(self.mean, np.float64)
         if self.std is not None:
-            x = x / np.asarray(self.std, np.float32)
+            x = x / np.asarray(self.std, np.float64)
         return np.ascontiguousarray(x.transpose(2, 0, 1) if self.layout == "nchw" else x, np.float32)
 
 
