@@ -384,7 +384,7 @@ def _run_batched(sess, outputs, feeds, name, batch_size, seeds):
 def _analyze_folder(args, methods):
     """analyze -o FOLDER: stream the dataset through the explainer on the engine, into shards."""
     from . import visualize as vis
-    from .engine import ExplainTask, write_explanations
+    from .engine import analyze
     from .perturbation import DEFAULTS as PERTURBATION_METHODS
     if len(methods) != 1 or args.grid:
         raise NnxplainError("-o FOLDER writes one method's explanations; --grid draws from -o .npy/.png runs")
@@ -393,34 +393,22 @@ def _analyze_folder(args, methods):
     dataset = _dataset(args, args.input)
     neurons = None
     if args.neuron_selection == "index":
-        if not args.neuron:
-            if not dataset.has_labels:
-                raise NnxplainError("--neuron-selection index needs --neuron N, or data with labels "
-                                    "(an ImageFolder, or an .npz with an array 'y')")
-            neurons = "labels"
-        elif len(args.neuron) == 1:
-            neurons = args.neuron[0]
-        elif len(args.neuron) != len(dataset):
-            raise NnxplainError(f"--neuron given {len(args.neuron)} times for {len(dataset)} inputs")
-        else:
-            neurons = np.asarray(args.neuron, np.int64)
+        if not args.neuron and not dataset.has_labels:
+            raise NnxplainError("--neuron-selection index needs --neuron N, or data with labels "
+                                "(an ImageFolder, or an .npz with an array 'y')")
+        neurons = "labels" if not args.neuron else args.neuron[0] if len(args.neuron) == 1 else args.neuron
     elif args.neuron:
         raise NnxplainError("--neuron needs --neuron-selection index")
-    model = _compile_args(args)
-    method = resolve_methods(methods, _params(args.param))[0]
-    explained = args.output_name or model.graph.output[0].name
+    method = methods[0]
     engine = _engine(args)
-    dtype = "float16" if args.float16 else "float32"
-    task = ExplainTask(model.SerializeToString(), model.graph.output[-1].name, explained, folder=None,
-                       seeds={method.name: method.params.get("seed", 0)}, neurons=neurons, dtype=dtype,
-                       pictures=(args.picture or vis.default_kind(method.name)) if args.pictures else None,
-                       reduce=args.reduce, threads=engine.threads)
-    meta = {"method": method.name, "dtype": dtype, "shape": list(dataset.sample_shape()), "source": args.input,
-            "batch_size": args.batch_size, "engine": engine.name}
-    index = write_explanations(engine, task, dataset, dataset.batches(args.batch_size), args.out, meta,
-                               progress=sys.stderr.isatty())
+    kind = (args.picture or vis.default_kind(resolve_methods(methods, _params(args.param))[0].name)) \
+        if args.pictures else None
+    index = analyze(args.model, method, dataset, args.out, args.batch_size, engine, args.neuron_selection, neurons,
+                    _params(args.param), float16=args.float16, pictures=kind, reduce=args.reduce,
+                    progress=sys.stderr.isatty(), explainer=_compile_args(args), output=args.output_name)
+    dtype = index["dtype"]
     skipped = [(s["source"], s["reason"]) for s in index["skipped"]]
-    print(f"wrote {args.out} ({index['count']} explanations of {method.name} in {len(index['parts'])} parts, "
+    print(f"wrote {args.out} ({index['count']} explanations of {index['method']} in {len(index['parts'])} parts, "
           f"{dtype}{', with pictures' if args.pictures else ''}; engine {engine.name})")
     _report_skipped(skipped, " (listed in index.json)")
 

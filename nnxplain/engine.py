@@ -164,6 +164,37 @@ class ExplainTask:
         return (total or []) + (partial or [])
 
 
+def analyze(model, method: str, dataset, out: str, batch_size: int = 256, engine=None,
+            neuron_selection: str = "max_activation", neurons=None, params: dict | None = None, patterns=None,
+            float16: bool = False, pictures: str | None = None, reduce: str = "sum", progress: bool = False,
+            explainer=None, output: str | None = None) -> dict:
+    """Explain every input of `dataset` (`nnxplain.data.open_dataset`) with `method` into the folder
+    `out`, batch by batch on `engine` (default local); returns the folder's index. `neurons`, with
+    neuron_selection "index": an int for every input, one per input, or "labels" (the dataset's);
+    `pictures`: draw each explanation as this kind of picture (heatmap, graymap, project, overlay);
+    `explainer`: the compiled explainer where it is compiled already (else it is compiled here);
+    `output`: the model output explained, whose scores are recorded (default: the first)."""
+    from .compiler import compile, resolve_methods
+    engine = engine or LocalEngine()
+    resolved = resolve_methods([method], params or {})[0]
+    if explainer is None:
+        explainer = compile(model, [resolved], neuron_selection=neuron_selection, patterns=patterns, output=output)
+    if neuron_selection == "index" and neurons is None:
+        raise NnxplainError("neuron selection 'index' needs neurons: an index, one per input, or 'labels'")
+    if isinstance(neurons, str) and not dataset.has_labels:
+        raise NnxplainError(f"{dataset_name(dataset)}: the data has no labels to explain (an ImageFolder, or an "
+                            f".npz with an array 'y', has them)")
+    if neurons is not None and np.ndim(neurons) == 1 and len(neurons) != len(dataset):
+        raise NnxplainError(f"{len(neurons)} neurons given for {len(dataset)} inputs")
+    dtype = "float16" if float16 else "float32"
+    task = ExplainTask(explainer.SerializeToString(), explainer.graph.output[-1].name,
+                       output or explainer.graph.output[0].name, folder=None, seeds={resolved.name: resolved.params.get("seed", 0)},
+                       neurons=neurons, dtype=dtype, pictures=pictures, reduce=reduce, threads=engine.threads)
+    meta = {"method": resolved.name, "dtype": dtype, "shape": list(dataset.sample_shape()),
+            "source": dataset_name(dataset), "batch_size": batch_size, "engine": engine.name}
+    return write_explanations(engine, task, dataset, dataset.batches(batch_size), out, meta, progress=progress)
+
+
 def write_explanations(engine, task: ExplainTask, dataset, refs, out: str, meta: dict, progress: bool = False):
     """Run `task` over the dataset into the folder `out`, all or nothing: the parts are written to a
     temporary folder beside it, which replaces `out` only once every batch is done (an `out` that

@@ -15,6 +15,7 @@ output folder must be on storage every node sees under the same path.
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 
@@ -58,23 +59,33 @@ class RayEngine:
         context.enable_progress_bars = False  # ours counts images, with a rate and an ETA
         context.print_on_execution_start = False
         context.enable_auto_log_stats = False
+        import logging
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # not its per-run notes on the user's terminal
         # about four blocks per worker: the work stays balanced, the results sent back stay few
         size = max(1, min(16, len(refs) // (4 * self.workers)))
         blocks = [refs[i:i + size] for i in range(0, len(refs), size)]
         items = ray.data.from_items([{"block": pickle.dumps(block)} for block in blocks],
                                     override_num_blocks=max(1, min(len(blocks), 4 * self.workers)))
-        results = items.map_batches(_Actor, fn_constructor_args=(task, dataset), batch_size=1,
-                                    compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(blocks))),
-                                    num_cpus=self.threads, num_gpus=self.gpus or None, batch_format="numpy")
+        with warnings.catch_warnings():  # max_restarts is "deprecated" as a keyword, yet the way to set it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            results = items.map_batches(_Actor, fn_constructor_args=(task, dataset), batch_size=1,
+                                        compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(blocks))),
+                                        num_cpus=self.threads, num_gpus=self.gpus or None, batch_format="numpy",
+                                        max_restarts=0)  # a failed actor is an error to report, not to retry
         total, skipped = None, list(dataset.listing_skipped)
         with tqdm(total=sum(r.stop - r.start for r in refs), desc=desc, unit="image", disable=not progress,
                   smoothing=0.1) as bar:
             try:
                 for row in results.iter_rows():
-                    images, bad, partial = pickle.loads(row["result"])
+                    result = pickle.loads(row["result"])
+                    if isinstance(result, NnxplainError):
+                        raise result
+                    images, bad, partial = result
                     total = task.add(total, partial)
                     skipped += bad
                     bar.update(images)
+            except NnxplainError:
+                raise
             except Exception as exc:
                 raise _cause(exc) from None
         return total, skipped
@@ -91,11 +102,15 @@ class _Actor:
         out = []
         for block in batch["block"]:
             total, skipped, images = None, [], 0
-            for ref in pickle.loads(block):
-                partial, bad = run_batch(self.task, self.dataset, ref)
-                total = self.task.add(total, partial)
-                skipped += bad
-                images += ref.stop - ref.start
+            try:
+                for ref in pickle.loads(block):
+                    partial, bad = run_batch(self.task, self.dataset, ref)
+                    total = self.task.add(total, partial)
+                    skipped += bad
+                    images += ref.stop - ref.start
+            except NnxplainError as exc:  # bad data: sent back as the block's result, for the driver to raise
+                out.append(pickle.dumps(exc))
+                continue
             out.append(pickle.dumps((images, skipped, total)))
         return {"result": np.array(out, dtype=object)}
 
