@@ -42,38 +42,35 @@ def same_patterns(a, b):
 
 
 def test_analyze(ray_engine, pngs, tmp_path):
-    for name, dataset in datasets(pngs).items():
-        for method in ("smoothgrad", "lrp.epsilon"):
-            kwargs = dict(batch_size=50, params={"augment_by_n": 8} if method == "smoothgrad" else None)
-            local = E.analyze(DIGITS, method, dataset, tmp_path / "local", **kwargs)
-            remote = E.analyze(DIGITS, method, dataset, tmp_path / "ray", engine=ray_engine, **kwargs)
-            assert remote["engine"] == "ray" and len(remote["parts"]) == 8
-            a, b = nnxplain.read_explanations(tmp_path / "local"), nnxplain.read_explanations(tmp_path / "ray")
-            assert relative_error(b.values, a.values) < 1e-6, (name, method)
-            assert a.sources == b.sources and (a.predicted == b.predicted).all() and (a.labels == b.labels).all()
+    for (name, dataset), method in zip(datasets(pngs).items(), ("smoothgrad", "lrp.epsilon")):
+        kwargs = dict(batch_size=50, params={"augment_by_n": 8} if method == "smoothgrad" else None)
+        local = E.analyze(DIGITS, method, dataset, tmp_path / "local", **kwargs)
+        remote = E.analyze(DIGITS, method, dataset, tmp_path / "ray", engine=ray_engine, **kwargs)
+        assert local["engine"] == "local" and remote["engine"] == "ray" and len(remote["parts"]) == 8
+        a, b = nnxplain.read_explanations(tmp_path / "local"), nnxplain.read_explanations(tmp_path / "ray")
+        assert relative_error(b.values, a.values) < 1e-6, (name, method)
+        assert a.sources == b.sources and (a.predicted == b.predicted).all() and (a.labels == b.labels).all()
 
 
 def test_fit(ray_engine, pngs):
     train = open_dataset(DIGITS_TRAIN)
-    for dataset in (train, datasets(pngs)["images"]):
-        for pattern_type in ("linear", "relu"):
-            local, _ = E.fit(DIGITS, dataset, pattern_type, batch_size=64)
-            remote, _ = E.fit(DIGITS, dataset, pattern_type, batch_size=64, engine=ray_engine)
-            same_patterns(remote, local)
+    for dataset, pattern_type in ((train, "relu"), (datasets(pngs)["images"], "linear")):
+        local, _ = E.fit(DIGITS, dataset, pattern_type, batch_size=64)
+        remote, _ = E.fit(DIGITS, dataset, pattern_type, batch_size=64, engine=ray_engine)
+        same_patterns(remote, local)
     whole = nnxplain.patterns.fit(DIGITS, str(DIGITS_TRAIN), "relu", batch_size=64, progress=False)
     same_patterns(E.fit(DIGITS, train, "relu", batch_size=64, engine=ray_engine)[0], whole)
 
 
 def test_evaluate(ray_engine, pngs):
-    for dataset in datasets(pngs).values():
-        for perturbation in ("zeros", "gaussian"):
-            options = dict(batch_size=64, perturbation=perturbation, params={"augment_by_n": 8})
-            local, _ = E.evaluate(DIGITS, ["gradient", "smoothgrad"], dataset, **options)
-            remote, _ = E.evaluate(DIGITS, ["gradient", "smoothgrad"], dataset, engine=ray_engine, **options)
-            assert remote["images"] == local["images"] == 360
-            for name, value in local["aopc"].items():
-                assert abs(remote["aopc"][name] - value) <= 1e-6 * abs(value), (name, perturbation)
-            assert remote["aopc"]["smoothgrad"] != remote["aopc"]["random"]
+    for dataset, perturbation in zip(datasets(pngs).values(), ("gaussian", "zeros")):
+        options = dict(batch_size=64, perturbation=perturbation, params={"augment_by_n": 8})
+        local, _ = E.evaluate(DIGITS, ["gradient", "smoothgrad"], dataset, **options)
+        remote, _ = E.evaluate(DIGITS, ["gradient", "smoothgrad"], dataset, engine=ray_engine, **options)
+        assert remote["images"] == local["images"] == 360
+        for name, value in local["aopc"].items():
+            assert abs(remote["aopc"][name] - value) <= 1e-6 * abs(value), (name, perturbation)
+        assert remote["aopc"]["smoothgrad"] != remote["aopc"]["random"]
 
 
 def test_the_command_line_on_ray(ray_engine, pngs, tmp_path):
