@@ -64,7 +64,7 @@ class Analyzer:
         from the method's `seed`: the same X gives the same explanation every time. `batch_index`:
         where X is batch k of a dataset, its noise comes from `batch_seed(seed, k)` (the first batch's
         from the seed itself), so a dataset explained batch by batch gets the same result on any engine."""
-        from .evaluate import batch_seed
+        from .data import batch_seed
         feeds = {}
         inputs = [m for m in self.session.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
         if len(inputs) != 1:

@@ -281,6 +281,9 @@ def _analyze(args):
     if args.grid is not None and not args.grid.endswith(".png"):
         raise NnxplainError(f"--grid {args.grid}: the grid is a .png picture")
     folder = args.out is not None and not args.out.endswith((".npy", ".png"))
+    if folder and os.path.splitext(args.out.rstrip("/"))[1] and not os.path.isdir(args.out):
+        raise NnxplainError(f"-o {args.out}: analyze writes .npy (the array) or .png (a picture), or a folder "
+                            f"(a name without an extension) of explanation shards")
     if not folder and (args.float16 or args.pictures):
         raise NnxplainError("--float16 and --pictures are for -o FOLDER (explanations written as shards)")
     if folder:
@@ -292,6 +295,8 @@ def _analyze(args):
     data = _dataset(args, args.input).read_all()
     x = data.x
     _report_skipped(data.skipped)
+    if len(x) == 0:
+        raise NnxplainError(f"{args.input}: no input to explain")
     compiled = [m for m in methods if m not in PERTURBATION_METHODS]
     sampled = [m for m in methods if m in PERTURBATION_METHODS]
     params = _params(args.param)
@@ -368,7 +373,7 @@ def _analyze(args):
 def _run_batched(sess, outputs, feeds, name, batch_size, seeds):
     """The explainer run on `feeds` batch by batch (memory: one batch's intermediates), each batch's
     noise for input `name` from its seed (`evaluate.batch_seed`): (scores, {output: explanation})."""
-    from .evaluate import batch_seed
+    from .data import batch_seed
     from .sampling import noise_feeds
     if batch_size < 1:
         raise NnxplainError(f"--batch-size must be at least 1, got {batch_size}")

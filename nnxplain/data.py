@@ -146,6 +146,13 @@ def parse_floats(text: str) -> tuple[float, ...]:
 # ------------------------------------------------------------------------------------- datasets
 
 
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch `index` of a dataset, for whatever it draws at random (sampling noise, the
+    random ordering of evaluate): `seed` itself for the first batch (so data in one batch gets what
+    it got before batching), a seed derived from both for the others."""
+    return int(seed) if index == 0 else int(np.random.SeedSequence([int(seed), index]).generate_state(1)[0])
+
+
 @dataclass
 class BatchRef:
     """One batch: its index in the dataset, its rows [start, stop), and for images its files and
@@ -183,7 +190,7 @@ class Dataset:
 
     def batches(self, batch_size: int) -> list[BatchRef]:
         if batch_size < 1:
-            raise NnxplainError(f"--batch-size must be at least 1, got {batch_size}")
+            raise NnxplainError(f"batch_size must be at least 1, got {batch_size}")
         return [self._ref(i, start, min(start + batch_size, len(self)))
                 for i, start in enumerate(range(0, len(self), batch_size))]
 
@@ -199,7 +206,7 @@ class Dataset:
 
     def read_all(self) -> Batch:
         """Every sample in one batch (for small data: -o X.npy, --grid)."""
-        return self.read(self._ref(0, 0, len(self))) if len(self) else None
+        return self.read(self._ref(0, 0, len(self)))
 
 
 class ArrayDataset(Dataset):
@@ -213,7 +220,7 @@ class ArrayDataset(Dataset):
             try:
                 self.x = np.load(self.path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise NnxplainError(f"{self.path}: not a readable .npy file ({exc})") from None
+                raise NnxplainError(f"{self.path}: not a readable .npy/.npz file ({exc})") from None
             self.y = None
         else:
             self.x = load_array(self.path)
@@ -339,7 +346,7 @@ def open_dataset(spec: str | os.PathLike, preprocess: Preprocess | None = None, 
     choose gray or RGB and to check every image's size."""
     spec = os.fspath(spec)
     expect = tuple(expect) if expect is not None else None
-    if os.path.isfile(spec) and spec.endswith((".npy", ".npz")):
+    if spec.endswith((".npy", ".npz")):
         if preprocess is not None and preprocess != PRESETS["unit"]:
             raise NnxplainError(f"{spec}: preprocessing options apply to images, not to arrays")
         return ArrayDataset(spec)

@@ -47,24 +47,29 @@ class LocalEngine:
         self.threads = threads or 0
 
     def run(self, task, dataset, refs, progress: bool = False, desc: str = ""):
-        """(total of the task's partial results, skipped files [(path, reason)], images read)."""
+        """(total of the task's partial results, skipped files [(path, reason)]). The next batch is
+        read in a thread while this one runs (decoding images overlaps the explainer): memory holds
+        two batches."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm import tqdm
         task.setup()
         total, skipped = None, list(dataset.listing_skipped)
         with tqdm(total=sum(r.stop - r.start for r in refs), desc=desc, unit="image", disable=not progress,
-                  smoothing=0.1) as bar:
-            for ref in refs:
-                partial, bad = run_batch(task, dataset, ref)
-                total = task.add(total, partial)
-                skipped += bad
+                  smoothing=0.1) as bar, ThreadPoolExecutor(1) as reader:
+            upcoming = reader.submit(dataset.read, refs[0]) if refs else None
+            for i, ref in enumerate(refs):
+                batch = upcoming.result()
+                upcoming = reader.submit(dataset.read, refs[i + 1]) if i + 1 < len(refs) else None
+                total = task.add(total, run_read(task, batch))
+                skipped += batch.skipped
                 bar.update(ref.stop - ref.start)
         return total, skipped
 
 
-def run_batch(task, dataset, ref):
-    """One batch through the task: (its partial result or None if every file was bad, skipped files)."""
-    batch = dataset.read(ref)
-    return (task.run(batch) if len(batch.x) else None), batch.skipped
+def run_read(task, batch):
+    """The task's partial result of a read batch (None if every file in it was bad)."""
+    return task.run(batch) if len(batch.x) else None
 
 
 def engine(name: str = "local", address: str | None = None, workers: int | None = None, threads: int | None = None,
@@ -107,7 +112,7 @@ class ExplainTask:
 
     def explain(self, batch):
         """(explanation [n, ...], scores [n, outputs]) of one batch."""
-        from .evaluate import batch_seed
+        from .data import batch_seed
         from .runtime import check_feed
         from .sampling import NOISE_SUFFIX, noise_feeds
         inputs = [m for m in self.session.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
@@ -314,14 +319,17 @@ def read_explanations(folder: str | os.PathLike, mmap: bool = False) -> Explanat
 
 
 class FitTask:
-    """Each batch's float64 sufficient statistics (`nnxplain.patterns.Statistics`), added up."""
+    """Each batch's float64 sufficient statistics (`nnxplain.patterns.Statistics`), added up. Made on
+    the driver with its Statistics (used as it is by the local engine); a worker gets the model and
+    the statistics graph's bytes, and makes its own session from them."""
 
-    def __init__(self, model, pattern_type: str, graph_bytes: bytes, threads: int = 0):
-        self.model, self.pattern_type, self.graph_bytes, self.threads = model, pattern_type, graph_bytes, threads
-        self.statistics = None
+    def __init__(self, statistics, model):
+        self.statistics, self.model = statistics, model
 
     def __getstate__(self):
-        return dict(self.__dict__, statistics=None)
+        s = self.statistics
+        return {"statistics": None, "model": self.model, "pattern_type": s.pattern_type, "graph_bytes": s.graph_bytes,
+                "threads": s.threads}
 
     def setup(self):
         if self.statistics is None:
@@ -338,19 +346,19 @@ class FitTask:
 
 
 def fit(model, dataset, pattern_type: str = "relu", batch_size: int = 256, engine=None, progress: bool = False):
-    """Patterns fitted on a dataset (`nnxplain.data`), batch by batch on `engine` (default local)."""
+    """Patterns fitted on a dataset (`nnxplain.data`), batch by batch on `engine` (default local):
+    (the Patterns, the skipped files)."""
     import onnx
 
-    from .patterns import Statistics
     from .load import load
+    from .patterns import Statistics
+    engine = engine or LocalEngine()
     proto = model if isinstance(model, onnx.ModelProto) else load(model)
-    statistics = Statistics(proto, pattern_type)  # builds the statistics graph once, for every worker
+    statistics = Statistics(proto, pattern_type, threads=engine.threads)  # the statistics graph, built once
     if statistics.fixed_batch is not None:
         batch_size = statistics.fixed_batch
-    engine = engine or LocalEngine()
-    task = FitTask(proto, pattern_type, statistics.graph_bytes, threads=engine.threads)
-    totals, skipped = engine.run(task, dataset, dataset.batches(batch_size), progress=progress,
-                                                    desc="fitting patterns")
+    totals, skipped = engine.run(FitTask(statistics, proto), dataset, dataset.batches(batch_size), progress=progress,
+                                 desc="fitting patterns")
     return statistics.patterns(totals), skipped
 
 

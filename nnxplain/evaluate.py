@@ -123,12 +123,6 @@ def images(x) -> np.ndarray:
     return x
 
 
-def batch_seed(seed: int, index: int) -> int:
-    """The seed of batch `index`: `seed` itself for the first batch (so data in one batch is treated
-    as before batching existed), a seed derived from both for the others."""
-    return int(seed) if index == 0 else int(np.random.SeedSequence([int(seed), index]).generate_state(1)[0])
-
-
 class Evaluation:
     """The perturbation analysis of `methods`, one batch at a time. Made once (the explainers are
     compiled here), then `sums(x, index)` per batch: {method: the curves summed over the batch's
@@ -185,6 +179,7 @@ class Evaluation:
 
     def sums(self, x: np.ndarray, index: int = 0, progress: bool = False) -> dict:
         """{"images": n, "curves": {method: curve [steps + 1] summed over the images}} of one batch."""
+        from .data import batch_seed
         from .perturbation import run as run_perturbation
         x = images(x)
         self.setup()

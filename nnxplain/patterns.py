@@ -334,7 +334,7 @@ class Statistics:
         self.layers = linear_layers(graph)
         if not self.layers:
             raise NnxplainError("the model has no linear layer (Conv, Gemm, MatMul with a constant weight) to fit")
-        self.pattern_type = pattern_type
+        self.pattern_type, self.threads = pattern_type, threads
         self.fingerprint = fingerprint(self.layers)
         self.graph_bytes = graph_bytes or statistics_model(graph, self.layers, pattern_type).SerializeToString()
         self.session = session(self.graph_bytes, threads=threads)

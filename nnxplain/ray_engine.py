@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from .engine import run_batch
+from .engine import run_read
 from .errors import NnxplainError
 
 
@@ -104,9 +104,9 @@ class _Actor:
             total, skipped, images = None, [], 0
             try:
                 for ref in pickle.loads(block):
-                    partial, bad = run_batch(self.task, self.dataset, ref)
-                    total = self.task.add(total, partial)
-                    skipped += bad
+                    batch = self.dataset.read(ref)
+                    total = self.task.add(total, run_read(self.task, batch))
+                    skipped += batch.skipped
                     images += ref.stop - ref.start
             except NnxplainError as exc:  # bad data: sent back as the block's result, for the driver to raise
                 out.append(pickle.dumps(exc))
