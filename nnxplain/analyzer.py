@@ -58,16 +58,23 @@ class Analyzer:
             self._session = session(self.model)
         return self._session
 
-    def analyze(self, X, neuron_selection=None) -> np.ndarray:
+    def __getstate__(self):  # picklable (to ship to workers): the session is made again where it is used
+        return dict(self.__dict__, _session=None)
+
+    def analyze(self, X, neuron_selection=None, batch_index: int = 0) -> np.ndarray:
         """The explanation of X (numpy, batch first), shaped like X. Sampling methods draw their noise
-        from the method's `seed`: the same X gives the same explanation every time."""
+        from the method's `seed`: the same X gives the same explanation every time. `batch_index`:
+        where X is batch k of a dataset, its noise comes from `batch_seed(seed, k)` (the first batch's
+        from the seed itself), so a dataset explained batch by batch gets the same result on any engine."""
+        from .data import batch_seed
         feeds = {}
         inputs = [m for m in self.session.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
         if len(inputs) != 1:
             raise NnxplainError(f"this model has {len(inputs)} inputs; run the compiled graph with a dict of inputs")
         x = check_feed(inputs[0], X)
         feeds[inputs[0].name] = x
-        feeds.update(noise_feeds(self.session, x, {self.method.name: self.method.params.get("seed", 0)}))
+        seed = batch_seed(self.method.params.get("seed", 0), batch_index)
+        feeds.update(noise_feeds(self.session, x, {self.method.name: seed}))
         if self.neuron_selection_mode == "index":
             if neuron_selection is None:
                 raise NnxplainError("neuron_selection_mode='index' needs analyze(X, neuron_selection=...)")

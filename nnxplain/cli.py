@@ -10,7 +10,6 @@ import numpy as np
 from .compiler import NEURON_INPUT, SELECTION_MODES, compile, resolve_methods
 from .errors import InternalError, NnxplainError, NnxplainWarning
 from .patterns import PATTERN_TYPES
-from .runtime import load_array
 
 
 REPORT = ("this is a bug in nnxplain: please report it with the command line, the model if you can share it, "
@@ -97,18 +96,24 @@ def _parser() -> argparse.ArgumentParser:
     def fitting(p):
         p.add_argument("--pattern-type", choices=PATTERN_TYPES,
                        help="the estimator to fit (default: the method's pattern_type, relu)")
-        p.add_argument("--batch-size", type=int, default=256, help="samples per run while fitting (default: 256)")
+        p.add_argument("--batch-size", type=int, default=256, help="samples per run (default: 256)")
+        datasets(p)
 
     p = sub.add_parser("compile", help="write an explainer ONNX model")
     common(p)
     p.add_argument("-o", "--out", required=True, help="the explainer .onnx to write")
     p.set_defaults(run=_compile)
 
-    p = sub.add_parser("analyze", help="compile and run: explain the inputs in a .npy file")
+    p = sub.add_parser("analyze", help="compile and run: explain the inputs (an array or a folder of images)")
     common(p, several=False)
-    p.add_argument("--input", "-i", required=True, help="input batch (.npy, or .npz with an array 'x')")
-    p.add_argument("--neuron", type=int, action="append", help="output index to explain (with --neuron-selection index)")
-    p.add_argument("-o", "--out", help="where to write the explanation: .npy (the array) or .png (a picture)")
+    p.add_argument("--input", "-i", required=True,
+                   help="the inputs: .npy, .npz with an array 'x', a folder of images or a glob")
+    p.add_argument("--neuron", type=int, action="append",
+                   help="output index to explain (with --neuron-selection index; without it, the data's labels)")
+    p.add_argument("-o", "--out", help="where to write the explanations: a folder (shards, any number of inputs), "
+                                       ".npy (one array) or .png (a picture)")
+    p.add_argument("--float16", action="store_true", help="store the explanations in the folder as float16")
+    p.add_argument("--pictures", action="store_true", help="also draw one PNG per input into the folder's pictures/")
     p.add_argument("--grid", metavar="GRID.png",
                    help="draw inputs times methods (several --method allowed), with predicted class and score")
     p.add_argument("--picture", choices=("heatmap", "graymap", "project", "overlay"),
@@ -118,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
     p.add_argument("model", help="the ONNX model")
-    p.add_argument("--data", required=True, metavar="TRAIN.npy", help="training inputs (.npy, or .npz with 'x')")
+    p.add_argument("--data", required=True, metavar="TRAIN",
+                   help="training inputs: .npy, .npz with 'x', a folder of images or a glob")
     fitting(p)
     p.add_argument("-o", "--out", required=True, help="the patterns file to write (.npz)")
     p.set_defaults(run=_fit)
@@ -128,7 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", "-m", action="append", default=[], help="a method to evaluate; repeat for several")
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="a method parameter, `key=value` or `method.key=value`")
-    p.add_argument("--data", required=True, metavar="X.npy", help="images [N, C, H, W] (.npy, or .npz with 'x')")
+    p.add_argument("--data", required=True, metavar="X",
+                   help="images [N, C, H, W]: .npy, .npz with 'x', a folder of images or a glob")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    datasets(p)
     p.add_argument("--region", type=int, help="region side in pixels (default: 9, at most a quarter of the image side)")
     p.add_argument("--steps", type=int, help="regions to perturb (default: all)")
     p.add_argument("--perturbation", choices=("mean", "zeros", "gaussian", "invert"), default="zeros",
@@ -178,6 +187,67 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def datasets(p):
+    """Options of the commands that read data: preprocessing of images, bad files, the engine."""
+    from .data import CHANNELS, LAYOUTS, PRESETS
+    g = p.add_argument_group("images (for a folder or glob of images; see the README's Datasets)")
+    g.add_argument("--preprocess", choices=list(PRESETS), help="a preset (imagenet: resize 256, crop 224, "
+                   "scale 1/255, ImageNet mean and std, RGB, NCHW); the options below change it")
+    g.add_argument("--resize", metavar="N|HxW", help="shorter side to N pixels, or to exactly HxW")
+    g.add_argument("--crop", metavar="N|HxW", help="center crop, N x N or H x W")
+    g.add_argument("--scale", type=float, help="multiply the pixels (0..255) by this (default 1/255)")
+    g.add_argument("--mean", metavar="M1,M2,M3", help="subtract, per channel (after --scale)")
+    g.add_argument("--std", metavar="S1,S2,S3", help="divide by, per channel")
+    g.add_argument("--channels", choices=CHANNELS, help="channel order (default: rgb, gray for 1-channel models)")
+    g.add_argument("--layout", choices=LAYOUTS, help="nchw (default) or nhwc")
+    g.add_argument("--skip-bad", action="store_true", help="skip unreadable or wrong-sized images (and non-image "
+                   "files), and count them, instead of stopping at the first")
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default: this process) or ray (pip install 'nnxplain[ray]')")
+    g.add_argument("--ray-address", metavar="ADDRESS", help="an existing Ray cluster (default: start a local one)")
+    g.add_argument("--workers", type=int, help="Ray actors (default: the cluster's CPUs / --threads)")
+    g.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default: local one per core, "
+                   "ray 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each Ray actor asks for (default 0)")
+
+
+def _dataset(args, spec):
+    """The dataset at `spec`, preprocessed for the model's input as the options say."""
+    from .data import open_dataset, parse_floats, parse_size, preprocess_from
+    options = {"resize": args.resize and parse_size(args.resize), "crop": args.crop and parse_size(args.crop),
+               "scale": args.scale, "mean": args.mean and parse_floats(args.mean),
+               "std": args.std and parse_floats(args.std), "channels": args.channels, "layout": args.layout}
+    given = args.preprocess is not None or any(v is not None for v in options.values())
+    preprocess = preprocess_from(args.preprocess, **options) if given else None
+    return open_dataset(spec, preprocess, expect=_input_shape(args.model), skip_bad=args.skip_bad)
+
+
+def _input_shape(model) -> tuple | None:
+    """One sample's shape as the model's (first) input takes it: ints, None where a dim is open."""
+    from .load import load
+    proto = load(model)
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if not inputs or not inputs[0].type.tensor_type.HasField("shape"):
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim[1:]
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def _engine(args):
+    from .engine import engine
+    return engine(args.engine, address=args.ray_address, workers=args.workers, threads=args.threads,
+                  gpus=args.gpus_per_worker)
+
+
+def _report_skipped(skipped, where=""):
+    if skipped:
+        path, reason = skipped[0]
+        print(f"skipped {len(skipped)} bad file{'s' if len(skipped) > 1 else ''}{where} "
+              f"(the first: {path}: {reason})")
+
+
 def _params(pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
@@ -219,8 +289,11 @@ def _patterns_for(args, methods):
 
 
 def _fit_patterns(args, data, pattern_type):
-    from .patterns import fit
-    return fit(args.model, data, pattern_type=pattern_type, batch_size=args.batch_size, progress=sys.stderr.isatty())
+    from .engine import fit
+    patterns, skipped = fit(args.model, _dataset(args, data), pattern_type=pattern_type, batch_size=args.batch_size,
+                            engine=_engine(args), progress=sys.stderr.isatty())
+    _report_skipped(skipped)
+    return patterns
 
 
 def _fit(args):
@@ -241,8 +314,8 @@ def _compile(args):
 
 def _analyze(args):
     from .compiler import neuron_feed, output_size
-    from .runtime import check_feed, run, session, warn_nonfinite, write_atomic
-    from .sampling import NOISE_SUFFIX, noise_feeds
+    from .runtime import check_feed, session, warn_nonfinite, write_atomic
+    from .sampling import NOISE_SUFFIX
     methods = _methods_of(args)
     if len(methods) != 1 and not args.grid:
         raise NnxplainError("analyze takes exactly one method (several with --grid GRID.png)")
@@ -250,13 +323,23 @@ def _analyze(args):
         raise NnxplainError("give -o OUT.npy, -o OUT.png or --grid GRID.png")
     if args.out is not None and len(methods) != 1:
         raise NnxplainError("-o writes one method's explanation; with several methods use --grid alone")
-    if args.out is not None and not args.out.endswith((".npy", ".png")):
-        raise NnxplainError(f"-o {args.out}: analyze writes .npy (the array) or .png (a picture)")
     if args.grid is not None and not args.grid.endswith(".png"):
         raise NnxplainError(f"--grid {args.grid}: the grid is a .png picture")
+    folder = args.out is not None and not args.out.endswith((".npy", ".png"))
+    if folder and os.path.splitext(args.out.rstrip("/"))[1] and not os.path.isdir(args.out):
+        raise NnxplainError(f"-o {args.out}: analyze writes .npy (the array) or .png (a picture), or a folder "
+                            f"(a name without an extension) of explanation shards")
+    if not folder and (args.float16 or args.pictures):
+        raise NnxplainError("--float16 and --pictures are for -o FOLDER (explanations written as shards)")
+    if folder:
+        return _analyze_folder(args, methods)
+    if args.engine != "local":
+        raise NnxplainError("--engine ray writes to a folder: give -o FOLDER (read it with nnxplain.read_explanations)")
     from .methods import load_method
     from .perturbation import DEFAULTS as PERTURBATION_METHODS
-    x = load_array(args.input)
+    data = _dataset(args, args.input).read_all()
+    x = data.x
+    _report_skipped(data.skipped)
     if len(x) == 0 and (args.grid or args.out.endswith(".png")):
         raise NnxplainError(f"{args.input}: holds no samples, nothing to draw")
     compiled = [m for m in methods if m not in PERTURBATION_METHODS]
@@ -291,20 +374,17 @@ def _analyze(args):
             raise NnxplainError(f"the model has {len(inputs)} inputs; analyze takes models with one")
         feeds = {inputs[0].name: check_feed(inputs[0], x)}
         x = feeds[inputs[0].name]
-        for method in resolve_methods(compiled, graph_params):
-            feeds.update({k: v for k, v in noise_feeds(sess, x, {method.name: method.params.get("seed", 0)}).items()
-                          if k.startswith(method.name + "/")})
+        seeds = {method.name: method.params.get("seed", 0) for method in resolve_methods(compiled, graph_params)}
         names = [o.name for o in model.graph.output][-len(compiled):]
         explained = args.output_name or model.graph.output[0].name
         if neurons is not None:
             feeds[NEURON_INPUT] = neuron_feed(args.neuron, len(x), output_size(sess, explained))
         warn_nonfinite(x, args.input)
         if len(x):
-            outs = run(sess, [explained] + names, feeds)
+            scores, results = _run_batched(sess, [explained] + names, feeds, inputs[0].name, args.batch_size, seeds)
         else:  # nothing to explain; ONNX Runtime's NCHWc layout optimizer fails on an empty batch
-            outs = [np.zeros((0, output_size(sess, explained) or 0), np.float32)] + \
-                [np.zeros(x.shape, np.float32)] * len(names)
-        scores, results = outs[0], dict(zip(names, outs[1:]))
+            scores = np.zeros((0, output_size(sess, explained) or 0), np.float32)
+            results = {name: np.zeros(x.shape, np.float32) for name in names}
         providers = ", ".join(sess.get_providers())
     if sampled:
         from .evaluate import Scorer
@@ -344,18 +424,70 @@ def _analyze(args):
         print(f"wrote {args.grid} ({len(x)} inputs x {len(names)} methods)")
 
 
+def _run_batched(sess, outputs, feeds, name, batch_size, seeds):
+    """The explainer run on `feeds` batch by batch (memory: one batch's intermediates), each batch's
+    noise for input `name` from its seed (`evaluate.batch_seed`): (scores, {output: explanation})."""
+    from .data import batch_seed
+    from .runtime import run
+    from .sampling import noise_feeds
+    if batch_size < 1:
+        raise NnxplainError(f"--batch-size must be at least 1, got {batch_size}")
+    parts = []
+    for index, start in enumerate(range(0, len(feeds[name]), batch_size)):
+        part = {k: v[start:start + batch_size] for k, v in feeds.items()}
+        part.update(noise_feeds(sess, part[name], {m: batch_seed(s, index) for m, s in seeds.items()}))
+        parts.append(run(sess, outputs, part))
+    outs = [np.concatenate(column) for column in zip(*parts)]
+    return outs[0], dict(zip(outputs[1:], outs[1:]))
+
+
+def _analyze_folder(args, methods):
+    """analyze -o FOLDER: stream the dataset through the explainer on the engine, into shards."""
+    from . import visualize as vis
+    from .engine import analyze
+    from .perturbation import DEFAULTS as PERTURBATION_METHODS
+    if len(methods) != 1 or args.grid:
+        raise NnxplainError("-o FOLDER writes one method's explanations; --grid draws from -o .npy/.png runs")
+    if methods[0] in PERTURBATION_METHODS:
+        raise NnxplainError(f"method '{methods[0]}' writes -o .npy or .png (occlusion and lime are not streamed)")
+    dataset = _dataset(args, args.input)
+    neurons = None
+    if args.neuron_selection == "index":
+        if not args.neuron and not dataset.has_labels:
+            raise NnxplainError("--neuron-selection index needs --neuron N, or data with labels "
+                                "(an ImageFolder, or an .npz with an array 'y')")
+        neurons = "labels" if not args.neuron else args.neuron[0] if len(args.neuron) == 1 else args.neuron
+    elif args.neuron:
+        raise NnxplainError("--neuron needs --neuron-selection index")
+    method = methods[0]
+    engine = _engine(args)
+    kind = (args.picture or vis.default_kind(resolve_methods(methods, _params(args.param))[0].name)) \
+        if args.pictures else None
+    index = analyze(args.model, method, dataset, args.out, args.batch_size, engine, args.neuron_selection, neurons,
+                    _params(args.param), float16=args.float16, pictures=kind, reduce=args.reduce,
+                    progress=sys.stderr.isatty(), explainer=_compile_args(args), output=args.output_name)
+    dtype = index["dtype"]
+    skipped = [(s["source"], s["reason"]) for s in index["skipped"]]
+    print(f"wrote {args.out} ({index['count']} explanations of {index['method']} in {len(index['parts'])} parts, "
+          f"{dtype}{', with pictures' if args.pictures else ''}; engine {engine.name})")
+    _report_skipped(skipped, " (listed in index.json)")
+
+
 def _evaluate(args):
-    from .evaluate import csv_bytes, evaluate, plot_bytes, table
+    from .engine import evaluate
+    from .evaluate import csv_bytes, plot_bytes, table
     from .runtime import write_files
     if not args.method:
         raise NnxplainError("give at least one --method to evaluate (the random baseline always runs)")
     base = args.out[:-4] if args.out.endswith((".png", ".csv")) else args.out
-    result = evaluate(args.model, args.method, load_array(args.data), region=args.region, steps=args.steps,
-                      perturbation=args.perturbation, params=_params(args.param), seed=args.seed,
-                      progress=sys.stderr.isatty(), patterns=args.patterns)
+    result, skipped = evaluate(args.model, args.method, _dataset(args, args.data), batch_size=args.batch_size,
+                               engine=_engine(args), progress=sys.stderr.isatty(), region=args.region,
+                               steps=args.steps, perturbation=args.perturbation, params=_params(args.param),
+                               seed=args.seed, patterns=args.patterns)
+    _report_skipped(skipped)
     write_files({base + ".png": plot_bytes(result), base + ".csv": csv_bytes(result)})  # both or neither
-    print(f"perturbation analysis: {result['region']}x{result['region']} regions, {result['steps']} steps, "
-          f"{result['perturbation']}")
+    print(f"perturbation analysis: {result['images']} images, {result['region']}x{result['region']} regions, "
+          f"{result['steps']} steps, {result['perturbation']}")
     print(table(result))
     print(f"wrote {base}.png and {base}.csv")
 

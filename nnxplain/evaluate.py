@@ -67,11 +67,11 @@ def _region_mean(x, region):
 class Scorer:
     """The model's first output, batched through ONNX Runtime."""
 
-    def __init__(self, model, batch_size: int = 512):
+    def __init__(self, model, batch_size: int = 512, threads: int = 0):
         from .canonicalize import canonicalize
         from .load import load
         from .runtime import session
-        self.session = session(canonicalize(load(model)))  # Softmax removed: the scores, as explained
+        self.session = session(canonicalize(load(model)), threads=threads)  # Softmax removed: the scores, as explained
         self.input = self.session.get_inputs()[0].name
         self.batch_size = batch_size
 
@@ -93,14 +93,14 @@ def perturbation_curve(scorer: Scorer, x: np.ndarray, relevance: np.ndarray, cla
     stats = {"region_mean": _region_mean(x, region), "mean": x.mean((0, 2, 3), keepdims=True),
              "std": x.std((0, 2, 3), keepdims=True), "low": x.min(), "high": x.max()}
     masks = np.zeros((n, h, w), bool)
-    batches = [x]
+    images = np.arange(n)
+    curve = [scorer(x)[images, classes]]  # step by step: memory holds one perturbed copy of x, not steps + 1
     for k in range(steps):
         r, c = np.divmod(order[:, k], cols)
         for i in range(n):
             masks[i, r[i] * region:(r[i] + 1) * region, c[i] * region:(c[i] + 1) * region] = True
-        batches.append(perturb(x, masks, how, stats, rng))
-    scores = scorer(np.concatenate(batches))
-    return scores.reshape(steps + 1, n, -1)[:, np.arange(n), classes]
+        curve.append(scorer(perturb(x, masks, how, stats, rng))[images, classes])
+    return np.stack(curve)
 
 
 def aopc(curve: np.ndarray) -> float:
@@ -113,42 +113,108 @@ def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None
              patterns=None) -> dict:
     """{method: curve [steps + 1] (mean score over the images)} for each method and the random baseline,
     plus "aopc" {method: AOPC}."""
-    from .analyzer import create_analyzer
-    from .perturbation import DEFAULTS as PERTURBATION_METHODS
-    from .perturbation import run as run_perturbation
-    if perturbation not in PERTURBATIONS:
-        raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{perturbation}'")
+    x = images(x)
+    evaluation = Evaluation(model, methods, x.shape, region, steps, perturbation, params, seed, patterns)
+    return evaluation.result(evaluation.sums(x, progress=progress))
+
+
+def images(x) -> np.ndarray:
     x = np.asarray(x, np.float32)
     if x.ndim != 4:
         raise NnxplainError(f"perturbation analysis takes images [N, C, H, W]; the data has shape {list(x.shape)}")
-    region = region or default_region(x.shape)
-    if region < 1:
-        raise NnxplainError(f"region must be at least 1 pixel, got {region}")
-    total = (-(-x.shape[2] // region)) * (-(-x.shape[3] // region))
-    steps = total if steps is None else steps
-    if not 1 <= steps <= total:
-        raise NnxplainError(f"steps must be between 1 and the number of regions ({total}), got {steps}")
-    scorer = Scorer(model)
-    classes = scorer(x).argmax(1)
-    names = [m for m in methods if m != RANDOM] + [RANDOM]
-    curves, scores = {}, {}
-    for name in tqdm(names, desc="perturbation analysis", disable=not progress, unit="method"):
-        if name == RANDOM:
-            relevance = np.random.default_rng(seed).standard_normal(x.shape)
-        elif name in PERTURBATION_METHODS:
-            own = {k: v for k, v in (params or {}).items() if "." not in k and k in PERTURBATION_METHODS[name]}
-            own.update({k[len(name) + 1:]: v for k, v in (params or {}).items() if k.startswith(name + ".")})
-            relevance = run_perturbation(name, model, x, own)
-        else:
-            analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
-            if analyzer.model is None:
-                raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
-                                    f"(from `nnxplain fit`), or patterns= in Python")
-            relevance = analyzer.analyze(x)
-        curve = perturbation_curve(scorer, x, relevance, classes, region, steps, perturbation, seed)
-        curves[name] = curve.mean(1)
-        scores[name] = aopc(curve)
-    return {"curves": curves, "aopc": scores, "region": region, "steps": steps, "perturbation": perturbation}
+    return x
+
+
+class Evaluation:
+    """The perturbation analysis of `methods`, one batch at a time. Made once (the explainers are
+    compiled here), then `sums(x, index)` per batch: {method: the curves summed over the batch's
+    images} and the image count, which add up over batches (`add`); `result` turns the totals into
+    mean curves and AOPC. Each batch draws its randomness (the random ordering, gaussian fill,
+    sampling noise) from `batch_seed(seed, index)`, and gaussian / invert perturbations use the
+    batch's own statistics: any engine that cuts the data into the same batches gets the same numbers."""
+
+    def __init__(self, model, methods: list[str], shape, region: int | None = None, steps: int | None = None,
+                 perturbation: str = "zeros", params: dict | None = None, seed: int = 0, patterns=None):
+        from .analyzer import create_analyzer
+        from .perturbation import DEFAULTS as PERTURBATION_METHODS
+        if perturbation not in PERTURBATIONS:
+            raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{perturbation}'")
+        if len(shape) != 4:
+            raise NnxplainError(f"perturbation analysis takes images [N, C, H, W]; the data has shape {list(shape)}")
+        region = region or default_region(shape)
+        if region < 1:
+            raise NnxplainError(f"region must be at least 1 pixel, got {region}")
+        total = (-(-shape[2] // region)) * (-(-shape[3] // region))
+        steps = total if steps is None else steps
+        if not 1 <= steps <= total:
+            raise NnxplainError(f"steps must be between 1 and the number of regions ({total}), got {steps}")
+        self.model, self.region, self.steps, self.perturbation, self.seed = model, region, steps, perturbation, seed
+        self.names = [m for m in methods if m != RANDOM] + [RANDOM]
+        self.explainers = {}
+        for name in self.names:
+            if name == RANDOM:
+                continue
+            if name in PERTURBATION_METHODS:
+                own = {k: v for k, v in (params or {}).items() if "." not in k and k in PERTURBATION_METHODS[name]}
+                own.update({k[len(name) + 1:]: v for k, v in (params or {}).items() if k.startswith(name + ".")})
+                self.explainers[name] = own
+            else:
+                analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
+                if analyzer.model is None:
+                    raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
+                                        f"(from `nnxplain fit`), or patterns= in Python")
+                self.explainers[name] = analyzer
+        self.scorer = None
+        self.threads = 0  # ONNX Runtime's intra-op threads where it runs (0: one per core)
+
+    def setup(self):
+        """Make the sessions (once, where the evaluation runs)."""
+        if self.scorer is None:
+            from .runtime import session
+            self.scorer = Scorer(self.model, threads=self.threads)
+            for explainer in self.explainers.values():
+                if not isinstance(explainer, dict):
+                    explainer._session = session(explainer.model, threads=self.threads)
+
+    def __getstate__(self):  # sessions are made where the evaluation runs
+        return dict(self.__dict__, scorer=None)
+
+    def sums(self, x: np.ndarray, index: int = 0, progress: bool = False) -> dict:
+        """{"images": n, "curves": {method: curve [steps + 1] summed over the images}} of one batch."""
+        from .data import batch_seed
+        from .perturbation import run as run_perturbation
+        x = images(x)
+        self.setup()
+        seed = batch_seed(self.seed, index)
+        classes = self.scorer(x).argmax(1)
+        curves = {}
+        for name in tqdm(self.names, desc="perturbation analysis", disable=not progress, unit="method"):
+            explainer = self.explainers.get(name)
+            if name == RANDOM:
+                relevance = np.random.default_rng(seed).standard_normal(x.shape)
+            elif isinstance(explainer, dict):
+                relevance = run_perturbation(name, self.model, x, explainer, scorer=self.scorer)
+            else:
+                relevance = explainer.analyze(x, batch_index=index)
+            curve = perturbation_curve(self.scorer, x, relevance, classes, self.region, self.steps,
+                                       self.perturbation, seed)
+            curves[name] = curve.astype(np.float64).sum(1)
+        return {"images": len(x), "curves": curves}
+
+    @staticmethod
+    def add(totals: dict | None, sums: dict | None) -> dict | None:
+        if totals is None or sums is None:
+            return sums if totals is None else totals
+        return {"images": totals["images"] + sums["images"],
+                "curves": {k: v + sums["curves"][k] for k, v in totals["curves"].items()}}
+
+    def result(self, totals: dict | None) -> dict:
+        if not totals or totals["images"] == 0:
+            raise NnxplainError("the data holds no images to evaluate on")
+        curves = {name: total / totals["images"] for name, total in totals["curves"].items()}
+        scores = {name: aopc(curve) for name, curve in curves.items()}  # the mean curve's AOPC is the images' mean
+        return {"curves": curves, "aopc": scores, "region": self.region, "steps": self.steps,
+                "perturbation": self.perturbation, "images": totals["images"]}
 
 
 def _own(name, params):

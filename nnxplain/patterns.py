@@ -370,58 +370,91 @@ def fit(model, data, pattern_type: str = "relu", batch_size: int = 256, progress
     """Fit the patterns of every linear layer of `model` (path or ModelProto) on `data`: a numpy
     array (batch first), a .npy / .npz path, or an iterable of batches. Memory does not grow with
     the data: each batch's sums are added, in float64, to running totals."""
-    from .runtime import check_feed, nonfinite_samples, run, session
-
-    graph = canonical_graph(model)
-    layers = linear_layers(graph)
-    if not layers:
-        raise NnxplainError("the model has no linear layer (Conv, Gemm, MatMul with a constant weight) to fit")
-    model_fingerprint = fingerprint(layers)
-    sess = session(statistics_model(graph, layers, pattern_type))
-    inputs = sess.get_inputs()
-    if len(inputs) != 1:
-        raise NnxplainError(f"fitting needs a model with one input; this one has {len(inputs)}")
-    fixed = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
+    statistics = Statistics(model, pattern_type)
+    fixed = statistics.fixed_batch
     if fixed is not None and isinstance(data, (np.ndarray, str, os.PathLike)):
         batch_size = fixed  # a model exported with a fixed batch size takes batches of exactly that
-    names = [o.name for o in sess.get_outputs()]
-    where = [name.rpartition("|")[::2] for name in names]  # (layer key, stat) of each output
-    totals = {layer.key: {} for layer in layers}
-    samples = skipped = 0
+    totals = None
     for batch in _progress(batches(data, batch_size), progress, "fitting patterns"):
-        if fixed is not None and len(batch) != fixed:
-            raise NnxplainError(f"data: the model's batch size is fixed at {fixed}, so the number of samples must "
-                                f"be a multiple of it (a batch of {len(batch)} is left)")
-        batch = check_feed(inputs[0], batch, "data")
+        totals = Statistics.add(totals, statistics.sums(batch))
+    return statistics.patterns(totals, warn_stacklevel=3)
+
+
+class Statistics:
+    """The statistics graph of a model in an ONNX Runtime session: `sums(batch)` gives one batch's
+    float64 sums, `add` adds two such sums (in any grouping: the engines add them per worker, then
+    on the driver), `patterns(totals)` solves for the patterns once. `graph_bytes`: the statistics
+    graph already built (by `statistics_model`), so that workers need not build it again."""
+
+    def __init__(self, model, pattern_type: str = "relu", graph_bytes: bytes | None = None, threads: int = 0):
+        from .runtime import session
+        graph = canonical_graph(model)
+        self.layers = linear_layers(graph)
+        if not self.layers:
+            raise NnxplainError("the model has no linear layer (Conv, Gemm, MatMul with a constant weight) to fit")
+        self.pattern_type, self.threads = pattern_type, threads
+        self.fingerprint = fingerprint(self.layers)
+        self.graph_bytes = graph_bytes or statistics_model(graph, self.layers, pattern_type).SerializeToString()
+        self.session = session(self.graph_bytes, threads=threads)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise NnxplainError(f"fitting needs a model with one input; this one has {len(inputs)}")
+        self.input = inputs[0]
+        self.fixed_batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else None
+        self.names = [o.name for o in self.session.get_outputs()]
+        self.where = [name.rpartition("|")[::2] for name in self.names]  # (layer key, stat) of each output
+
+    def sums(self, batch) -> dict:
+        """{"samples": n, "skipped": k, layer key: {stat: float64 sum}} of one batch; samples that hold
+        NaN or inf are skipped (one would make every pattern NaN) and counted."""
+        from .runtime import check_feed, nonfinite_samples, run
+        if self.fixed_batch is not None and len(batch) != self.fixed_batch:
+            raise NnxplainError(f"data: the model's batch size is fixed at {self.fixed_batch}, so the number of "
+                                f"samples must be a multiple of it (a batch of {len(batch)} is left)")
+        batch = check_feed(self.input, batch, "data")
         finite = ~nonfinite_samples(batch)
-        if not finite.all():  # one NaN would make every pattern NaN: such samples are skipped, and counted
-            if fixed is not None:
-                raise NnxplainError(f"data: {int((~finite).sum())} samples hold NaN or inf, and the model's batch "
-                                    f"size is fixed at {fixed}: remove them from the data")
-            skipped += int((~finite).sum())
-            batch = batch[finite]
-            if not len(batch):
-                continue
-        outputs = run(sess, names, {inputs[0].name: batch})
-        raw = {layer.key: {} for layer in layers}
-        for (key, stat), value in zip(where, outputs):
+        skipped = int((~finite).sum())
+        if skipped and self.fixed_batch is not None:
+            raise NnxplainError(f"data: {skipped} samples hold NaN or inf, and the model's batch size is fixed at "
+                                f"{self.fixed_batch}: remove them from the data")
+        batch = batch[finite] if skipped else batch
+        sums = {"samples": len(batch), "skipped": skipped}
+        if not len(batch):
+            sums.update({layer.key: {} for layer in self.layers})
+            return sums
+        outputs = run(self.session, self.names, {self.input.name: batch})
+        raw = {layer.key: {} for layer in self.layers}
+        for (key, stat), value in zip(self.where, outputs):
             raw[key][stat] = value
-        for layer in layers:
-            for stat, value in batch_sums(layer, raw[layer.key]).items():
-                totals[layer.key][stat] = totals[layer.key].get(stat, 0) + value
-        samples += len(batch)
-    if samples == 0:
-        raise NnxplainError("the data holds no samples to fit the patterns on" +
-                            (f" (all {skipped} hold NaN or inf)" if skipped else ""))
-    if skipped:
-        warnings.warn(f"data: {skipped} of {samples + skipped} samples hold NaN or inf; the patterns are fitted on "
-                      f"the other {samples}", NnxplainWarning, stacklevel=2)
-    rows, counts = {}, {}
-    for layer in layers:
-        rows[layer.key], counts[layer.key] = pattern_rows(layer, totals[layer.key])
-    patterns = Patterns(pattern_type, model_fingerprint, rows, samples, counts, skipped)
-    patterns.check_finite("fitting")
-    return patterns
+        sums.update({layer.key: batch_sums(layer, raw[layer.key]) for layer in self.layers})
+        return sums
+
+    @staticmethod
+    def add(totals: dict | None, sums: dict | None) -> dict | None:
+        if totals is None or sums is None:
+            return sums if totals is None else totals
+        out = {}
+        for key, value in totals.items():
+            if key in ("samples", "skipped"):
+                out[key] = value + sums[key]
+            else:  # a batch with no finite sample has no sums
+                out[key] = {stat: value.get(stat, 0) + sums[key].get(stat, 0) for stat in {*value, *sums[key]}}
+        return out
+
+    def patterns(self, totals: dict | None, warn_stacklevel: int = 2) -> Patterns:
+        samples, skipped = (totals["samples"], totals["skipped"]) if totals else (0, 0)
+        if samples == 0:
+            raise NnxplainError("the data holds no samples to fit the patterns on" +
+                                (f" (all {skipped} hold NaN or inf)" if skipped else ""))
+        if skipped:
+            warnings.warn(f"data: {skipped} of {samples + skipped} samples hold NaN or inf; the patterns are fitted on "
+                          f"the other {samples}", NnxplainWarning, stacklevel=warn_stacklevel)
+        rows, counts = {}, {}
+        for layer in self.layers:
+            rows[layer.key], counts[layer.key] = pattern_rows(layer, totals[layer.key])
+        patterns = Patterns(self.pattern_type, self.fingerprint, rows, samples, counts, skipped)
+        patterns.check_finite("fitting")
+        return patterns
 
 
 def batch_sums(layer: Layer, raw: dict) -> dict[str, np.ndarray]:

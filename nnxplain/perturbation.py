@@ -124,8 +124,10 @@ def lime(model, x, segment: int = 2, samples: int = 256, kernel_width: float = 0
     return out
 
 
-def run(name: str, model, x, params: dict | None = None, neuron=None, progress: bool = False) -> np.ndarray:
-    """occlusion or lime by name, with parameters given as {key: value} (strings are converted)."""
+def run(name: str, model, x, params: dict | None = None, neuron=None, progress: bool = False,
+        scorer=None) -> np.ndarray:
+    """occlusion or lime by name, with parameters given as {key: value} (strings are converted);
+    `scorer`: an evaluate.Scorer of the model to reuse (default: a new one)."""
     defaults = DEFAULTS[name]
     unknown = sorted(set(params or {}) - set(defaults))
     if unknown:
@@ -134,6 +136,6 @@ def run(name: str, model, x, params: dict | None = None, neuron=None, progress: 
     from .runtime import nonfinite_samples
     typed = {k: check(f"method '{name}'", k, v, defaults[k], parse=True) for k, v in (params or {}).items()}
     fn = occlusion if name == "occlusion" else lime
-    out = fn(model, x, neuron=neuron, progress=progress, **typed)
+    out = fn(model, x, neuron=neuron, progress=progress, scorer=scorer, **typed)
     out[nonfinite_samples(np.asarray(x))] = np.nan  # as the compiled explainers: NaN, not a number that looks real
     return out

@@ -14,15 +14,17 @@ from .load import first_line
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def session(model: onnx.ModelProto | bytes | str, providers=None) -> ort.InferenceSession:
+def session(model: onnx.ModelProto | bytes | str, providers=None, threads: int = 0) -> ort.InferenceSession:
     """An inference session on the best available provider. `session.get_providers()` tells which
-    providers really loaded: the available-providers list names CUDA even where it cannot load."""
+    providers really loaded: the available-providers list names CUDA even where it cannot load.
+    `threads`: ONNX Runtime's intra-op threads (0: its own choice, one per core)."""
     available = ort.get_available_providers()
     wanted = [p for p in (providers or PREFERRED) if p in available] or ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     # A CUDA provider that cannot load logs an error and falls back to CPU: keep that off the
     # user's screen (real failures still raise).
     options.log_severity_level = 4
+    options.intra_op_num_threads = threads
     ort.set_default_logger_severity(4)
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     try:
