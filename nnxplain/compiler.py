@@ -58,6 +58,7 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
     graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax))
+    gc.collect()  # the loaded model and canonicalization's graph: a copy of the weights each (see without_gc)
     graph.toposort()
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
