@@ -9,7 +9,8 @@ from .compiler import NEURON_INPUT, compile, neuron_feed, output_size, resolve_m
 from .errors import NnxplainError
 from .patterns import Patterns, as_patterns, fit
 from .sampling import NOISE_SUFFIX, noise_feeds
-from .runtime import check_feed, run, session, warn_nonfinite, write_atomic
+from .modelfile import save
+from .runtime import check_feed, run, session, warn_nonfinite
 
 
 class Analyzer:
@@ -87,10 +88,11 @@ class Analyzer:
             return np.zeros(x.shape, np.float32)
         return run(self.session, [self.output_name], feeds)[0]
 
-    def save(self, path: str | os.PathLike):
-        """Write the compiled explainer: a self-contained ONNX model (fitted patterns baked in)."""
+    def save(self, path: str | os.PathLike, external_data: bool | None = None):
+        """Write the compiled explainer: a self-contained ONNX model (fitted patterns baked in), its
+        weights in `<path>.data` beside it when external_data is True or the model passes 2 GiB."""
         self.session  # noqa: B018 -- fails clearly when patterns are still missing
-        write_atomic(path, self.model.SerializeToString())
+        save(self.model, path, external_data=external_data)
 
     def save_patterns(self, path: str | os.PathLike):
         """Write the fitted patterns (an npz that `patterns=` and `--patterns` read back)."""

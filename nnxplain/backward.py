@@ -18,11 +18,12 @@ NOT_DIFFERENTIABLE = {"Shape", "Size", "ArgMax", "ArgMin", "Equal", "Greater", "
 FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
 
 
-def depends_on(graph: gs.Graph, sources: list[gs.Tensor]) -> set[str]:
-    """Names of the float tensors that depend differentiably on any of `sources` (a node with a
-    subgraph, If / Loop / Scan, depends on what its subgraphs read from the outer graph too)."""
+def depends_on(graph: gs.Graph, sources: list[gs.Tensor], nodes: list[gs.Node] | None = None) -> set[str]:
+    """Names of the float tensors that depend differentiably on any of `sources` (through `nodes`, in
+    topological order; default: all of the graph's). A node with a subgraph, If / Loop / Scan, depends
+    on what its subgraphs read from the outer graph too."""
     live = {t.name for t in sources}
-    for node in graph.nodes:
+    for node in graph.nodes if nodes is None else nodes:
         if node.op in NOT_DIFFERENTIABLE or not any(t.name in live for t in reads(node)):
             continue
         live.update(t.name for t in node.outputs if t.dtype is None or _is_float(t.dtype))
@@ -87,16 +88,19 @@ def dtype_name(dtype) -> str | None:
 
 
 def propagate(e: Emitter, seeds: dict[str, gs.Tensor], wrt: list[gs.Tensor],
-              rule_for: Callable[[gs.Node], Callable]) -> dict[str, gs.Tensor | None]:
+              rule_for: Callable[[gs.Node], Callable], nodes: list[gs.Node] | None = None) -> dict[str, gs.Tensor | None]:
     """Relevance (or gradient) at each tensor in `wrt`, starting from `seeds` (tensor name -> seed).
 
     `rule_for(node)` returns the callable `(e, node, *dys) -> [dx per input]` that maps the
-    relevance of the node's outputs to its inputs. The graph must be topologically sorted.
+    relevance of the node's outputs to its inputs. `nodes`: the forward pass to walk back through,
+    topologically sorted (default: the whole graph). Passing just that pass keeps the walk's cost
+    independent of what was emitted before (earlier methods, earlier sampling blocks).
     """
-    live = depends_on(e.graph, wrt)
+    nodes = list(e.graph.nodes) if nodes is None else nodes
+    live = depends_on(e.graph, wrt, nodes)
     targets = {t.name for t in wrt}  # relevance stops there (a wrt tensor may be computed, as a sampled input is)
     pending: dict[str, list[gs.Tensor]] = {name: [seed] for name, seed in seeds.items()}
-    for node in reversed(list(e.graph.nodes)):
+    for node in reversed(nodes):
         if not any(t.name in pending and t.name not in targets for t in node.outputs):
             continue
         dys = [e.add_all(pending.pop(t.name)) if t.name in pending and t.name not in targets else None

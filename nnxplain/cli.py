@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="write an explainer ONNX model")
     common(p)
     p.add_argument("-o", "--out", required=True, help="the explainer .onnx to write")
+    p.add_argument("--external-data", action="store_true", default=None,
+                   help="write the weights to OUT.data beside the .onnx (automatic above protobuf's 2 GiB)")
     p.set_defaults(run=_compile)
 
     p = sub.add_parser("analyze", help="compile and run: explain the inputs (an array or a folder of images)")
@@ -305,11 +307,11 @@ def _fit(args):
 
 
 def _compile(args):
-    from .runtime import write_atomic
+    from .modelfile import save
     model = _compile_args(args)
-    write_atomic(args.out, model.SerializeToString())
+    written = save(model, args.out, external_data=args.external_data)
     outputs = ", ".join(o.name for o in model.graph.output)
-    print(f"wrote {args.out} (outputs: {outputs})")
+    print(f"wrote {' and '.join(written)} (outputs: {outputs})")
 
 
 def _analyze(args):

@@ -26,11 +26,14 @@ def session(model: onnx.ModelProto | bytes | str, providers=None, threads: int =
     options.log_severity_level = 4
     options.intra_op_num_threads = threads
     ort.set_default_logger_severity(4)
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    try:
-        return ort.InferenceSession(data, options, providers=wanted)
-    except Exception as exc:
-        raise NnxplainError(f"ONNX Runtime could not load the model: {str(exc).strip().splitlines()[0]}") from None
+    with tempfile.TemporaryDirectory(prefix="nnxplain-") as folder:
+        if isinstance(model, onnx.ModelProto):
+            from .modelfile import session_source  # (modelfile writes files with write_atomic, below)
+            model = session_source(model, folder)  # bytes, or a path with external data above 2 GiB
+        try:
+            return ort.InferenceSession(model, options, providers=wanted)
+        except Exception as exc:
+            raise NnxplainError(f"ONNX Runtime could not load the model: {str(exc).strip().splitlines()[0]}") from None
 
 
 def run(sess: ort.InferenceSession, outputs, feeds: dict) -> list:

@@ -122,7 +122,7 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
         mask_big = e.Tile(mask, e.ints([n] + [1] * (len(y.shape) - 1)))
         value = e.Mul(mask_big, y_big)
         seed = {"one": mask_big, "value": value, "positive_value": e.Relu(value)}[base.start]
-        [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context)
+        [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context, nodes=copies)
         for node in copies:  # rules have matched the original names; now make them unique
             node.name = f"{node.name}/nnx_{method.name}_s{block}"
         r = e.Reshape(r_big, e.ints([n, -1] + dims))                                # [n, B, ...]

@@ -1,0 +1,132 @@
+"""How compile time and ONNX Runtime load time grow with the size of the model.
+
+    python benchmarks/bench_scale.py [--nodes 1000 3000 10000 30000 100000] [--blocks 64 256 1024]
+                                     [--load-nodes 500 1000 2000 4000] [--json out.json]
+
+Three series, each printed as a table (and written as JSON):
+  - compile: `nnxplain.compile(model, ["gradient"])` on a residual chain of Conv / Relu / Add (one
+    third each, 4 channels, 8x8) with the given number of nodes: wall and CPU seconds, and the
+    emitted node count. Linear growth means constant seconds per 1000 nodes.
+  - sampling: smoothgrad with chunk = 1 (one block per sample) on the zoo resnet, for each number of
+    blocks: compile CPU seconds.
+  - load: ONNX Runtime session creation for the model and for its gradient explainer, on a chain of
+    Relu nodes, with the default session options and with memory reuse off
+    (`SessionOptions.enable_mem_reuse = False`), to show where the explainer's load time goes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import nnxplain  # noqa: E402
+
+CHANNELS = 4
+
+
+def residual_chain(nodes: int) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    graph_nodes, inits, x = [], [], "x"
+    for i in range(nodes):
+        if i % 3 == 0:
+            inits.append(numpy_helper.from_array(
+                (rng.standard_normal((CHANNELS, CHANNELS, 3, 3)) * 0.1).astype(np.float32), f"w{i}"))
+            graph_nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"h{i}"], pads=[1, 1, 1, 1]))
+        elif i % 3 == 1:
+            graph_nodes.append(helper.make_node("Relu", [x], [f"h{i}"]))
+        else:
+            graph_nodes.append(helper.make_node("Add", [x, f"h{i - 2}"], [f"h{i}"]))
+        x = f"h{i}"
+    return _model(graph_nodes, inits, x, ["N", CHANNELS, 8, 8])
+
+
+def relu_chain(nodes: int) -> onnx.ModelProto:
+    graph_nodes, x = [], "x"
+    for i in range(nodes):
+        graph_nodes.append(helper.make_node("Relu", [x], [f"h{i}"]))
+        x = f"h{i}"
+    return _model(graph_nodes, [], x, ["N", 8])
+
+
+def _model(nodes, inits, out, shape) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def load_seconds(model_bytes: bytes, mem_reuse: bool = True) -> float:
+    options = ort.SessionOptions()
+    options.enable_mem_reuse = mem_reuse
+    options.log_severity_level = 3
+    _, wall, _ = timed(lambda: ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"]))
+    return wall
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="*", default=[1000, 3000, 10000, 30000, 100000])
+    parser.add_argument("--blocks", type=int, nargs="*", default=[64, 256, 1024])
+    parser.add_argument("--load-nodes", type=int, nargs="*", default=[500, 1000, 2000, 4000])
+    parser.add_argument("--json", metavar="OUT.json")
+    args = parser.parse_args(argv)
+    results = {"compile": [], "sampling": [], "load": []}
+    bar = tqdm(total=len(args.nodes) + len(args.blocks) + len(args.load_nodes), file=sys.stderr,
+               disable=not sys.stderr.isatty())
+
+    for n in args.nodes:
+        model = residual_chain(n)
+        explainer, wall, cpu = timed(lambda: nnxplain.compile(model, ["gradient"]))
+        results["compile"].append({"nodes": n, "emitted_nodes": len(explainer.graph.node), "wall_s": round(wall, 2),
+                                   "cpu_s": round(cpu, 2), "cpu_s_per_1000_nodes": round(cpu / n * 1000, 3)})
+        bar.update(1)
+    resnet = str(Path(__file__).resolve().parent.parent / "models" / "resnet.onnx")
+    for blocks in args.blocks:
+        _, wall, cpu = timed(lambda: nnxplain.compile(resnet, ["smoothgrad"],
+                                                      params={"augment_by_n": blocks, "chunk": 1}))
+        results["sampling"].append({"blocks": blocks, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                                    "cpu_ms_per_block": round(cpu / blocks * 1000, 2)})
+        bar.update(1)
+    for n in args.load_nodes:
+        model = relu_chain(n)
+        explainer = nnxplain.compile(model, ["gradient"]).SerializeToString()
+        results["load"].append({"nodes": n, "model_s": round(load_seconds(model.SerializeToString()), 3),
+                                "explainer_s": round(load_seconds(explainer), 3),
+                                "explainer_no_mem_reuse_s": round(load_seconds(explainer, mem_reuse=False), 3)})
+        bar.update(1)
+    bar.close()
+
+    print("compile time (gradient), residual Conv/Relu/Add chain")
+    print("| nodes | emitted nodes | wall s | CPU s | CPU s per 1000 nodes |\n|---|---|---|---|---|")
+    for r in results["compile"]:
+        print(f"| {r['nodes']} | {r['emitted_nodes']} | {r['wall_s']} | {r['cpu_s']} | {r['cpu_s_per_1000_nodes']} |")
+    print("\nsampling compile (smoothgrad, chunk 1), zoo resnet")
+    print("| blocks | wall s | CPU s | CPU ms per block |\n|---|---|---|---|")
+    for r in results["sampling"]:
+        print(f"| {r['blocks']} | {r['wall_s']} | {r['cpu_s']} | {r['cpu_ms_per_block']} |")
+    print("\nONNX Runtime session creation, Relu chain (gradient explainer)")
+    print("| nodes | model s | explainer s | explainer, mem reuse off s |\n|---|---|---|---|")
+    for r in results["load"]:
+        print(f"| {r['nodes']} | {r['model_s']} | {r['explainer_s']} | {r['explainer_no_mem_reuse_s']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
