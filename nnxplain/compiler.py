@@ -17,7 +17,7 @@ from .emitter import FLOAT, Emitter, static_dims
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
-from .load import IR_VERSION, first_line, infer_shapes, load
+from .load import IR_VERSION, _copy_fields, first_line, infer_shapes, load
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns
@@ -104,9 +104,18 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
 
 
 def source_of(model) -> tuple[str, str]:
-    """(file name, sha256) of the model compiled: of the file's bytes, or of a ModelProto's serialization."""
+    """(file name, sha256) of the model compiled: of the file's bytes, or of a ModelProto's serialization
+    without its initializers followed by each initializer's (one serialization of the whole would fail
+    above protobuf's 2 GiB, and would copy all the weights at once)."""
     if isinstance(model, onnx.ModelProto):
-        return "", hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+        digest = hashlib.sha256()
+        light = onnx.ModelProto()
+        _copy_fields(model, light, skip="graph")
+        _copy_fields(model.graph, light.graph, skip="initializer")
+        digest.update(light.SerializeToString(deterministic=True))
+        for tensor in model.graph.initializer:
+            digest.update(tensor.SerializeToString(deterministic=True))
+        return "", digest.hexdigest()
     digest = hashlib.sha256()
     with open(os.fspath(model), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
