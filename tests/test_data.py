@@ -109,22 +109,24 @@ def test_analyze_a_folder_into_shards_equals_the_array_run(digits_pngs, tmp_path
 
 
 def test_batched_analyze_equals_the_analyzer(tmp_path):
-    """Batching does not change a deterministic method; a sampling method's first batch is the
-    Analyzer's (same seed), and every batch gets other noise."""
+    """Batching does not change a deterministic method, nor a sampling method with noise generated in
+    the graph (the same noise for every sample of a batch). With noise fed as an input, the first
+    batch is the Analyzer's (same seed), and every batch gets other noise."""
     x = np.load(DIGITS_TEST)["x"]
     for method in ("lrp.epsilon", "smoothgrad"):
         result = cli("analyze", DIGITS, "-m", method, "--input", DIGITS_TEST, "--batch-size", "50",
                      "-o", tmp_path / f"{method}.npy")
         assert result.returncode == 0, result.stderr
         batched = np.load(tmp_path / f"{method}.npy")
-        expected = nnxplain.create_analyzer(method, str(DIGITS)).analyze(x)
-        if method == "lrp.epsilon":
-            assert relative_error(batched, expected) < 1e-6
-        else:  # the noise has the batch's shape: batch 0 is the Analyzer's run on those 50 inputs
-            analyzer = nnxplain.create_analyzer(method, str(DIGITS))
-            assert relative_error(batched[:50], analyzer.analyze(x[:50])) < 1e-6
-            assert relative_error(batched[50:100], analyzer.analyze(x[50:100], batch_index=1)) < 1e-6
-            assert relative_error(batched[50:100], analyzer.analyze(x[50:100])) > 1e-2  # its own noise
+        assert relative_error(batched, nnxplain.create_analyzer(method, str(DIGITS)).analyze(x)) < 1e-6
+    result = cli("analyze", DIGITS, "-m", "smoothgrad", "--param", "noise=input", "--input", DIGITS_TEST,
+                 "--batch-size", "50", "-o", tmp_path / "fed.npy")
+    assert result.returncode == 0, result.stderr
+    batched = np.load(tmp_path / "fed.npy")
+    analyzer = nnxplain.create_analyzer("smoothgrad", str(DIGITS), noise="input")
+    assert relative_error(batched[:50], analyzer.analyze(x[:50])) < 1e-6
+    assert relative_error(batched[50:100], analyzer.analyze(x[50:100], batch_index=1)) < 1e-6
+    assert relative_error(batched[50:100], analyzer.analyze(x[50:100])) > 1e-2  # its own noise
 
 
 def test_labels_of_an_image_folder_select_the_explained_class(digits_pngs, tmp_path):
