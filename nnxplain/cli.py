@@ -586,8 +586,9 @@ def _support(args):
 
 
 def _support_cell(method, node, live, where=None) -> str:
+    from .backward import reads
     from .ops import VJP
-    if not any(t.name in live for t in node.inputs):
+    if not any(t.name in live for t in reads(node)):  # reads: a subgraph's captures count
         return "-"  # not between the input and the output: no backward needed
     try:
         name, rule, _ = method.rule_for(node, where)

@@ -41,9 +41,9 @@ def run(sess: ort.InferenceSession, outputs, feeds: dict) -> list:
     as one clear NnxplainError."""
     try:
         return sess.run(outputs, feeds)
+    except MemoryError:
+        raise
     except Exception as exc:
-        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
-            raise
         text = " ".join(str(exc).split())
         raise NnxplainError(f"ONNX Runtime failed to run the model: {text[:300]}") from None
 

@@ -240,7 +240,8 @@ def test_alpha_beta_needs_alpha_minus_beta_one():
     proto, *_ = layer_model("gemm", rng)
     method = parse_method({"start": "one", "rule": [{"ops": ["Gemm"], "rule": "alpha_beta", "alpha": 2.0,
                                                      "beta": 2.0}]}, "t")
-    with pytest.raises(nnxplain.NnxplainError, match=r"node 'layer' \(Gemm\).*alpha - beta = 1"):
+    # refused when the method is resolved, before any node is looked at: the entry is named
+    with pytest.raises(nnxplain.NnxplainError, match=r"method 't' \(t entry 1\): rule 'alpha_beta' needs alpha - beta = 1"):
         nnxplain.compile(proto, [method], neuron_selection="all")
 
 

@@ -98,7 +98,7 @@ def test_valid_parameters_and_any_finite_input_give_finite_explanations(method):
         x = batch(seed)
         analyzer = nnxplain.create_analyzer(method, MODEL, patterns=PATTERNS if "patterns" in m.needs else None,
                                             **params)
-        with pytest.warns(nnxplain.errors.NnxplainWarning, match="1 of 5 samples hold NaN or inf"):
+        with pytest.warns(nnxplain.NnxplainWarning, match="1 of 5 samples hold NaN or inf"):
             _check(analyzer.analyze(x), x)
     check()
 
