@@ -64,13 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="compile and run: explain the inputs in a .npy file")
     common(p, several=False)
     p.add_argument("--input", "-i", required=True, help="input batch (.npy, or .npz with an array 'x')")
+    p.add_argument("--select", metavar="INDICES",
+                   help="explain only these inputs: indices and inclusive ranges, comma-separated (0-11: the "
+                        "first twelve; 0,5,7-9), or Python slices (:12, 100:, ::30)")
     p.add_argument("--neuron", type=int, action="append", help="output index to explain (with --neuron-selection index)")
     p.add_argument("-o", "--out", help="where to write the explanation: .npy (the array) or .png (a picture)")
     p.add_argument("--grid", metavar="GRID.png",
                    help="draw inputs times methods (several --method allowed), with predicted class and score")
     p.add_argument("--picture", choices=("heatmap", "graymap", "project", "overlay"),
-                   help="how to draw (default: project for signal methods, heatmap otherwise)")
+                   help="how to draw (default: a signed heatmap; project for signal methods on colour inputs)")
     p.add_argument("--reduce", choices=("sum", "norm"), default="sum", help="channel reduction (default: sum)")
+    p.add_argument("--percentile", type=float, default=99.0, metavar="P",
+                   help="full colour at the P-th percentile of |value|, larger values saturate (default: 99; "
+                        "100: the maximum)")
+    p.add_argument("--normalize", choices=("image", "method"), default="image",
+                   help="colour scale per picture (image, the default) or one per method over all inputs (method)")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
@@ -114,15 +122,25 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prototype", help="activation maximization: the input that maximizes one output neuron")
     p.add_argument("model", help="the ONNX model")
-    p.add_argument("--neuron", type=int, required=True, help="the output neuron (class) to maximize")
+    p.add_argument("--neuron", required=True, metavar="NEURONS",
+                   help="the output neuron(s) to maximize: 3, 0-9, 0,3,5 (several: one labelled picture of all)")
+    p.add_argument("--data", metavar="TRAIN.npz",
+                   help="inputs of the data (.npy, or .npz with 'x'): start at their mean, keep near it (--l2) and "
+                        "add their Gaussian density as a prior (--prior), so the prototype looks like the data")
     p.add_argument("--steps", type=int, default=200, help="gradient ascent steps (default: 200)")
     p.add_argument("--lr", type=float, default=0.05, help="step size as a fraction of the input range (default: 0.05)")
-    p.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the input (default: 0.01)")
-    p.add_argument("--low", type=float, default=0.0, help="input range, lower end (default: 0)")
-    p.add_argument("--high", type=float, default=1.0, help="input range, upper end (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting point's noise")
+    p.add_argument("--l2", type=float, default=0.01,
+                   help="L2 penalty on the distance to the data mean (to 0 without --data) (default: 0.01)")
+    p.add_argument("--prior", type=float, default=0.5, help="weight of the data's log density (with --data; default: 0.5)")
+    p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA",
+                   help="smooth the prototype by a Gaussian of SIGMA pixels every 10 steps (default: 0, off)")
+    p.add_argument("--jitter", type=int, default=0, metavar="PIXELS",
+                   help="shift the input randomly by up to PIXELS while taking each gradient (default: 0, off)")
+    p.add_argument("--low", type=float, help="input range, lower end (default: the data's minimum, else 0)")
+    p.add_argument("--high", type=float, help="input range, upper end (default: the data's maximum, else 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting point's noise and of the jitter")
     p.add_argument("-o", "--out", required=True, metavar="PROTO.png",
-                   help="the picture (.png); the array goes beside it as .npy")
+                   help="the picture (.png); the array [neurons, *input dims] goes beside it as .npy")
     p.set_defaults(run=_prototype)
 
     p = sub.add_parser("methods", help="list the built-in methods")
@@ -212,6 +230,11 @@ def _analyze(args):
     from .methods import load_method
     from .perturbation import DEFAULTS as PERTURBATION_METHODS
     x = load_array(args.input)
+    if not 0 < args.percentile <= 100:
+        raise NnxplainError(f"--percentile {args.percentile:g}: give a value in (0, 100]")
+    indices = list(range(len(x))) if args.select is None else parse_selection(args.select, len(x))
+    if args.select is not None:
+        x = x[indices]
     compiled = [m for m in methods if m not in PERTURBATION_METHODS]
     sampled = [m for m in methods if m in PERTURBATION_METHODS]
     params = _params(args.param)
@@ -267,6 +290,12 @@ def _analyze(args):
         names = [m if m in sampled else names[compiled.index(m)] for m in methods]
         results = {n: results[n] for n in names}
     from . import visualize as vis
+    scores = np.asarray(scores).reshape(len(x), -1)
+    drawn = min(len(x), vis.MAX_PICTURES)
+    cut = (f"the first {drawn} of {len(x)} inputs drawn (choose others with --select)"
+           if drawn < len(x) else "")
+    if args.out is not None or args.grid is not None:
+        labels = _picture_labels(args, indices[:drawn], scores[:drawn], neurons)
     if args.out is not None:
         name, result = names[0], results[names[0]]
         if args.out.endswith(".npy"):
@@ -275,17 +304,67 @@ def _analyze(args):
             np.save(buffer, result)
             data = buffer.getvalue()
         else:
-            kind = args.picture or vis.default_kind(name)
-            low, high = float(x.min()), float(x.max())
-            pictures = [vis.picture(kind, r, xi, args.reduce, low, high) for r, xi in zip(result, x)]
-            data = vis.image_png(pictures, scale=max(1, 128 // max(pictures[0].shape[:2])))
+            data = vis.explanation_png(x[:drawn], result[:drawn], name, labels, args.picture, args.reduce,
+                                       args.percentile, args.normalize, note=cut)
         write_atomic(args.out, data)
-        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {providers})")
+        drawn_note = f"; {cut}" if cut and not args.out.endswith(".npy") else ""
+        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {providers}{drawn_note})")
     if args.grid is not None:
         kinds = {n: args.picture for n in names} if args.picture else None
-        write_atomic(args.grid, vis.grid_png(x, results, scores.reshape(len(x), -1), kinds,
-                                             args.reduce))
-        print(f"wrote {args.grid} ({len(x)} inputs x {len(names)} methods)")
+        write_atomic(args.grid, vis.grid_png(x[:drawn], {n: r[:drawn] for n, r in results.items()}, labels, kinds,
+                                             args.reduce, args.percentile, args.normalize, note=cut))
+        print(f"wrote {args.grid} ({drawn} inputs x {len(names)} methods" + (f"; {cut})" if cut else ")"))
+
+
+def parse_selection(text: str, count: int, option: str = "--select") -> list[int]:
+    """Indices into a batch of `count` from a comma-separated list of indices (5), inclusive ranges
+    (0-11) and Python slices (:12, 100:, ::30, -10:)."""
+    import re
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if re.fullmatch(r"\d+", item):
+            chosen = [int(item)]
+        elif re.fullmatch(r"\d+-\d+", item):
+            first, last = (int(v) for v in item.split("-"))
+            if last < first:
+                raise NnxplainError(f"{option} {text}: range '{item}' ends before it starts")
+            chosen = list(range(first, last + 1))
+        elif re.fullmatch(r"-?\d*:-?\d*(:-?\d+)?", item):
+            parts = [int(v) if v else None for v in item.split(":")]
+            if len(parts) == 3 and parts[2] == 0:
+                raise NnxplainError(f"{option} {text}: slice '{item}' has step 0")
+            chosen = list(range(count))[slice(*parts)]
+            if not chosen:
+                raise NnxplainError(f"{option} {text}: slice '{item}' selects nothing from {count} inputs")
+        else:
+            raise NnxplainError(f"{option} {text}: '{item}' is not an index (5), a range (0-11) or a slice (:12)")
+        beyond = [i for i in chosen if i >= count]
+        if beyond:
+            raise NnxplainError(f"{option} {text}: index {beyond[0]} is beyond the {count} inputs (0..{count - 1})")
+        out += chosen
+    if not out:
+        raise NnxplainError(f"{option} {text}: selects no input")
+    return out
+
+
+def _picture_labels(args, indices, scores, neurons) -> list[str]:
+    """Per drawn input: its index in the input file, its true class where the file has one ('y' in an
+    .npz), the explained class and its score."""
+    truth = None
+    if str(args.input).endswith(".npz"):
+        with np.load(args.input, allow_pickle=False) as data:
+            if "y" in data.files and data["y"].ndim == 1:
+                truth = data["y"]
+    labels = []
+    for k, (i, row) in enumerate(zip(indices, scores)):
+        explained = int(neurons[k]) if neurons is not None else int(np.argmax(row))
+        word = "explained" if neurons is not None else "predicted"
+        head = f"#{i}" + (f"  true {truth[i]}" if truth is not None and i < len(truth) else "")
+        labels.append(f"{head}\n{word} {explained}: {float(row[explained]):.3g}")
+    return labels
 
 
 def _evaluate(args):
@@ -332,21 +411,27 @@ def _prototype(args):
     import io
 
     from . import visualize as vis
-    from .prototype import prototype
+    from .prototype import prototypes
     from .runtime import write_atomic
     if not args.out.endswith(".png"):
         raise NnxplainError(f"-o {args.out}: the prototype is written as a .png (and .npy beside it)")
-    x, history = prototype(args.model, args.neuron, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low,
-                           high=args.high, seed=args.seed, progress=sys.stderr.isatty())
-    picture = vis.as_rgb(x, args.low, args.high)
-    png = vis.image_png([picture], scale=max(1, 256 // max(picture.shape[:2])))
+    neurons = parse_selection(args.neuron, 1 << 62, option="--neuron")
+    found = prototypes(args.model, neurons, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low, high=args.high,
+                       seed=args.seed, progress=sys.stderr.isatty(), data=args.data, prior=args.prior,
+                       blur=args.blur, jitter=args.jitter)
+    x, histories = found.x, found.histories
+    labels = [f"class {k}: {float(row[k]):.3g}" + ("" if int(np.argmax(row)) == k else f" (top {int(np.argmax(row))})")
+              for k, row in zip(neurons, found.scores)]
+    how = "with the data's density prior" if args.data else "plain (no --data)"
+    png = vis.prototypes_png(x, labels, found.low, found.high,
+                             title=f"prototypes by activation maximization, {how}: class and score")
     buffer = io.BytesIO()
     np.save(buffer, x)
     npy = args.out[:-4] + ".npy"
     write_atomic(npy, buffer.getvalue())
     write_atomic(args.out, png)
-    print(f"wrote {args.out} and {npy} (neuron {args.neuron}: objective {history[0]:.3f} -> {history[-1]:.3f} "
-          f"in {len(history) - 1} steps)")
+    changes = ", ".join(f"{k}: {h[0]:.3g} -> {h[-1]:.3g}" for k, h in zip(neurons, histories))
+    print(f"wrote {args.out} and {npy} (objective per neuron {changes}; {len(histories[0]) - 1} steps)")
 
 
 def _methods(args):
