@@ -37,8 +37,10 @@ def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False) -> onnx.Mod
 
 
 def _fold_constants(graph: gs.Graph):
+    from .runtime import quiet_sessions
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    graph.fold_constants(error_ok=True).cleanup()
+    with quiet_sessions():  # graphsurgeon folds with ONNX Runtime sessions of its own
+        graph.fold_constants(error_ok=True).cleanup()
 
 
 def _set(tensors, new: list):

@@ -15,7 +15,12 @@ from .runtime import load_array
 
 def main(argv=None) -> int:
     parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `nnxplain`: the commands, not just a usage line
+        parser.print_help()
+        return 2
     args = parser.parse_args(argv)
+    import warnings
+    warnings.showwarning = _warning  # one line, as errors are
     try:
         return args.run(args) or 0
     except NnxplainError as exc:
@@ -23,6 +28,9 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `nnxplain methods | head`: the reader has gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # a bug of ours: one line, and the traceback only on request
         if os.environ.get("NNXPLAIN_DEBUG"):
             raise
@@ -31,9 +39,15 @@ def main(argv=None) -> int:
         return 3
 
 
+def _warning(message, category, filename, lineno, file=None, line=None):
+    print(f"nnxplain: warning: {message}", file=sys.stderr)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnxplain", description="Compile ONNX models into ONNX explainers.")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(prog="nnxplain", description="Compile ONNX models into ONNX explainers.",
+                                     epilog="`nnxplain COMMAND -h` describes a command's options.")
+    parser.add_argument("--version", action="version", version=f"nnxplain {_version()}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND", title="commands")
 
     def common(p, several=True):
         p.add_argument("model", help="the ONNX model to explain")
@@ -79,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                         "100: the maximum)")
     p.add_argument("--normalize", choices=("image", "method"), default="image",
                    help="colour scale per picture (image, the default) or one per method over all inputs (method)")
+    p.add_argument("--outline", action="store_true", help="draw the input's outline over each explanation")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
@@ -153,6 +168,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("nnxplain")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "(not installed)"
+
+
+def _suffix(path: str, suffix: str, what: str):
+    """-o must name the file as what it is: a file written under another extension misleads."""
+    if not str(path).lower().endswith(suffix):
+        raise NnxplainError(f"-o {path}: {what} is written as {suffix}; name the file *{suffix}")
+
+
 def _params(pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
@@ -164,6 +193,10 @@ def _params(pairs: list[str]) -> dict:
 
 
 def _methods_of(args) -> list:
+    for path in args.rules:
+        if not os.path.isfile(path):
+            raise NnxplainError(f"--rules {path}: no such file" if not os.path.exists(path) else
+                                f"--rules {path}: not a file")
     methods = list(args.method) + list(args.rules)
     if not methods:
         raise NnxplainError("give at least one --method (see `nnxplain methods`) or --rules FILE")
@@ -199,6 +232,7 @@ def _fit_patterns(args, data, pattern_type):
 
 
 def _fit(args):
+    _suffix(args.out, ".npz", "the patterns file (an npz archive)")
     patterns = _fit_patterns(args, args.data, args.pattern_type or "relu")
     patterns.save(args.out)
     print(f"wrote {args.out} ({patterns.pattern_type} patterns of {len(patterns.rows)} layers, "
@@ -207,6 +241,7 @@ def _fit(args):
 
 def _compile(args):
     from .runtime import write_atomic
+    _suffix(args.out, ".onnx", "the explainer (an ONNX model)")
     model = _compile_args(args)
     write_atomic(args.out, model.SerializeToString())
     outputs = ", ".join(o.name for o in model.graph.output)
@@ -253,7 +288,10 @@ def _analyze(args):
     graph_keys = {k for m in compiled for k in load_method(m).settable()}
     unknown = [k for k in params if "." not in k and k not in perturbation_keys | graph_keys]
     if unknown:
-        raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods")
+        known = [f"{m}: {', '.join(PERTURBATION_METHODS[m]) if m in sampled else ', '.join(load_method(m).settable())}"
+                 for m in methods]
+        raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods "
+                            f"({'; '.join(k if not k.endswith(': ') else k + 'none' for k in known)})")
     results, names, providers = {}, [], "CPUExecutionProvider"
     if compiled:
         args.method, args.rules = [m for m in args.method if m in compiled], [m for m in args.rules if m in compiled]
@@ -305,14 +343,15 @@ def _analyze(args):
             data = buffer.getvalue()
         else:
             data = vis.explanation_png(x[:drawn], result[:drawn], name, labels, args.picture, args.reduce,
-                                       args.percentile, args.normalize, note=cut)
+                                       args.percentile, args.normalize, note=cut, outline=args.outline)
         write_atomic(args.out, data)
         drawn_note = f"; {cut}" if cut and not args.out.endswith(".npy") else ""
         print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {providers}{drawn_note})")
     if args.grid is not None:
         kinds = {n: args.picture for n in names} if args.picture else None
         write_atomic(args.grid, vis.grid_png(x[:drawn], {n: r[:drawn] for n, r in results.items()}, labels, kinds,
-                                             args.reduce, args.percentile, args.normalize, note=cut))
+                                             args.reduce, args.percentile, args.normalize, note=cut,
+                                             outline=args.outline))
         print(f"wrote {args.grid} ({drawn} inputs x {len(names)} methods" + (f"; {cut})" if cut else ")"))
 
 
@@ -436,17 +475,20 @@ def _prototype(args):
 
 def _methods(args):
     from .methods import available, load_method
+    from .perturbation import DEFAULTS
+    width = max(len(n) for n in available() + list(DEFAULTS))
     for name in available():
         method = load_method(name)
         params = ", ".join([f"{k}={v}" for k, v in method.params.items()] + [f"{k} (required)" for k in method.required]
                            + [f"{k} (optional)" for k in method.optional])
         aka = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
-        print(f"{name:<24} {method.description}{aka}" + (f" [{params}]" if params else ""))
-    from .perturbation import DEFAULTS
-    notes = {"occlusion": "Occlusion: the score drop when a patch covers the pixel (batched forward runs, no graph).",
-             "lime": "LIME: weighted ridge regression on random on/off grid segments (batched forward runs, no graph)."}
+        print(f"{name:<{width}}  {method.description}{aka}" + (f" [{params}]" if params else ""))
+    notes = {"occlusion": "Occlusion: the score drop when a patch covers the pixel (batched forward runs, no graph; "
+                          "analyze and evaluate).",
+             "lime": "LIME: weighted ridge regression on random on/off grid segments (batched forward runs, no graph; "
+                     "analyze and evaluate)."}
     for name, defaults in DEFAULTS.items():
-        print(f"{name:<24} {notes[name]} [{', '.join(f'{k}={v}' for k, v in defaults.items())}]")
+        print(f"{name:<{width}}  {notes[name]} [{', '.join(f'{k}={v}' for k, v in defaults.items())}]")
 
 
 def _support(args):
@@ -457,6 +499,7 @@ def _support(args):
     from .compiler import explained_inputs, explained_output
     from .load import load
     from .methods import available, load_method, positions
+    from .ops import VJP
     from .support import method_support
 
     model = canonicalize(load(args.model))
@@ -464,22 +507,33 @@ def _support(args):
     methods = [load_method(m) for m in (args.method or available())]  # required parameters: reported below
     live = depends_on(graph, explained_inputs(graph))
     where = positions(graph, explained_inputs(graph), explained_output(graph, None))
-    backward = [m for m in methods if m.kind == "backward"]
-    width = max([len(n.name or "") for n in graph.nodes] + [10])
-    print("rule each method applies at each node (after canonicalization); NO: it cannot")
-    print(f"  {'node':<{width}} {'op':<18} " + " ".join(f"{m.name:<16}" for m in backward))
-    for node in graph.nodes:
-        cells = [_support_cell(m, node, live, where) for m in backward]
-        print(f"  {node.name or '(unnamed)':<{width}} {node.op:<18} " + " ".join(f"{c:<16}" for c in cells))
+    on_path = [any(t.name in live for t in node.inputs) for node in graph.nodes]  # between the input and the output
+    rows = [[node.name or "(unnamed)", node.op, ("yes" if node.op in VJP else "NO") if used else "-"]
+            for node, used in zip(graph.nodes, on_path)]
+    head = ["node", "op", "adapter"]
+    backward = [m for m in methods if m.kind == "backward"] if args.method else []
+    if backward:  # the rule each chosen method applies at each node
+        head += [m.name for m in backward]
+        for row, node in zip(rows, graph.nodes):
+            row += [_support_cell(m, node, live, where) for m in backward]
+    missing = sorted({node.op for node, used in zip(graph.nodes, on_path) if used and node.op not in VJP})
+    print(f"nodes after canonicalization: {len(rows)}; "
+          + (f"ops without a gradient adapter: {', '.join(missing)}" if missing else "every op has a gradient adapter"))
+    if not backward:
+        print("(the rule each method applies at each node: add --method NAME for a column per method)")
+    widths = [max(len(str(c)) for c in column) for column in zip(head, *rows)]
+    for row in [head] + rows:
+        print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip())
     print("methods:")
     failures = 0
+    width = max(len(m.name) for m in methods)
     for method in methods:
         ok, note = method_support(model, method)
         if ok:
-            print(f"  {method.name:<24} applicable" + (f" ({note})" if note else ""))
+            print(f"  {method.name:<{width}}  applicable" + (f" ({note})" if note else ""))
         else:
             failures += 1
-            print(f"  {method.name:<24} not applicable: {note}")
+            print(f"  {method.name:<{width}}  not applicable: {note}")
     return 1 if failures == len(methods) else 0
 
 
@@ -491,4 +545,6 @@ def _support_cell(method, node, live, where=None) -> str:
         name, rule, _ = method.rule_for(node, where)
     except NnxplainError:
         return "NO (rule)"
+    if name == "refuse":
+        return "NO (refused)"
     return name if name != "gradient" or node.op in VJP else "NO ADAPTER"

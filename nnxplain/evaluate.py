@@ -21,6 +21,7 @@ from .errors import NnxplainError
 
 PERTURBATIONS = ("mean", "zeros", "gaussian", "invert")
 RANDOM = "random"
+MIN_REGIONS = 4  # regions an image must have for the ordering to matter
 
 
 def default_region(shape) -> int:
@@ -119,10 +120,15 @@ def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None
     x = np.asarray(x, np.float32)
     if x.ndim != 4:
         raise NnxplainError(f"perturbation analysis takes images [N, C, H, W]; the data has shape {list(x.shape)}")
-    region = region or default_region(x.shape)
+    region = default_region(x.shape) if region is None else region
     if region < 1:
         raise NnxplainError(f"region must be at least 1 pixel, got {region}")
-    total = (-(-x.shape[2] // region)) * (-(-x.shape[3] // region))
+    h, w = x.shape[2:]
+    total = (-(-h // region)) * (-(-w // region))
+    if total < MIN_REGIONS:  # one region: every ordering is the same, and AOPC says nothing
+        largest = max(r for r in range(1, max(h, w) + 1) if (-(-h // r)) * (-(-w // r)) >= MIN_REGIONS)
+        raise NnxplainError(f"region {region} splits {h}x{w} images into {total} region(s); the ordering of regions "
+                            f"that is evaluated needs at least {MIN_REGIONS} (region at most {largest} pixels here)")
     steps = total if steps is None else steps
     if not 1 <= steps <= total:
         raise NnxplainError(f"steps must be between 1 and the number of regions ({total}), got {steps}")

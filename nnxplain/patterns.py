@@ -162,7 +162,8 @@ class Patterns:
                 rows = {key: data[key].astype(np.float64) for key in keys}
                 counts = {key: data[f"{key}|count"] for key in keys if f"{key}|count" in data}
         except (OSError, ValueError, KeyError) as exc:
-            raise NnxplainError(f"{path}: not a patterns file written by `nnxplain fit` ({exc})") from None
+            detail = "not an npz archive" if "pickle" in str(exc) else exc  # numpy's guess (pickled data) misleads
+            raise NnxplainError(f"{path}: not a patterns file written by `nnxplain fit` ({detail})") from None
         return cls(meta["pattern_type"], meta["fingerprint"], rows, meta.get("samples", 0), counts)
 
 
