@@ -178,11 +178,23 @@ def _number(v: float) -> str:
     return f"{v:.3g}" if 0.01 <= abs(v) < 1000 else f"{v:.1e}".replace("e-0", "e-").replace("e+0", "e")
 
 
+def _show(ax, image):
+    """imshow; an image only a few pixels high (a vector input) is stretched to the panel's height."""
+    ax.imshow(image, interpolation="nearest", aspect="auto" if image.shape[0] < 4 else "equal")
+
+
+def _title(fig, text: str):
+    """The figure's title, wrapped to the figure's width."""
+    import textwrap
+    width = max(40, int(fig.get_figwidth() * 14))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in text.split("\n")), fontsize=8)
+
+
 def _draw(fig, ax, kind, r, x, reduce, low, high, scale, outline=False):
-    ax.imshow(picture(kind, r, x, reduce, low, high, scale=scale), interpolation="nearest")
+    _show(ax, picture(kind, r, x, reduce, low, high, scale=scale))
     if outline and kind != "overlay":  # the input's outline (half its range) over the explanation
         gray = as_rgb(x, low, high).mean(-1)
-        if gray.min() < 0.5 < gray.max():
+        if min(gray.shape) >= 2 and gray.min() < 0.5 < gray.max():  # a contour needs a 2-D image
             ax.contour(gray, levels=[0.5], colors="0.25", linewidths=0.6, alpha=0.7)
     signed = kind in ("heatmap", "overlay") or (kind == "project" and not one_signed(r))
     _colour_bar(fig, ax, kind, scale, signed)
@@ -219,7 +231,7 @@ def explanation_png(x: np.ndarray, r: np.ndarray, method: str, labels: list[str]
             continue
         _draw(fig, ax, kind, r[i], x[i], reduce, low, high, scales[i], outline)
         ax.set_title(labels[i], fontsize=7, pad=2)
-    fig.suptitle(f"{method} ({_legend(kind, percentile, normalize)})" + (f"\n{note}" if note else ""), fontsize=8)
+    _title(fig, f"{method} ({_legend(kind, percentile, normalize)})" + (f"\n{note}" if note else ""))
     return _png(fig, plt)
 
 
@@ -242,7 +254,7 @@ def grid_png(x: np.ndarray, explanations: dict, labels: list[str], kinds: dict |
     for i in range(rows):
         ax = axes[i][0]
         _clean(ax)
-        ax.imshow(as_rgb(x[i], low, high), interpolation="nearest")
+        _show(ax, as_rgb(x[i], low, high))
         ax.set_ylabel(labels[i], fontsize=7)
         for j, name in enumerate(names):
             ax = axes[i][j + 1]
@@ -253,7 +265,7 @@ def grid_png(x: np.ndarray, explanations: dict, labels: list[str], kinds: dict |
             for j, name in enumerate(names):
                 axes[0][j + 1].set_title(f"{name}\n({kinds[name]})", fontsize=7)
     legend = f"colour: {_legend('heatmap', percentile, normalize)}"
-    fig.suptitle(legend + (f"\n{note}" if note else ""), fontsize=8)
+    _title(fig, legend + (f"\n{note}" if note else ""))
     return _png(fig, plt)
 
 
@@ -272,10 +284,10 @@ def prototypes_png(x: np.ndarray, labels: list[str], low: float, high: float, ti
         if i >= n:
             ax.axis("off")
             continue
-        ax.imshow(as_rgb(x[i], low, high), interpolation="nearest")
+        _show(ax, as_rgb(x[i], low, high))
         ax.set_title(labels[i], fontsize=8, pad=2)
     if title:
-        fig.suptitle(title, fontsize=8)
+        _title(fig, title)
     fig.tight_layout(pad=0.4, h_pad=0.5, w_pad=0.4)
     return _png(fig, plt)
 
