@@ -288,10 +288,9 @@ def _analyze(args):
     graph_keys = {k for m in compiled for k in load_method(m).settable()}
     unknown = [k for k in params if "." not in k and k not in perturbation_keys | graph_keys]
     if unknown:
-        known = [f"{m}: {', '.join(PERTURBATION_METHODS[m]) if m in sampled else ', '.join(load_method(m).settable())}"
-                 for m in methods]
+        known = {m: list(PERTURBATION_METHODS[m]) if m in sampled else load_method(m).settable() for m in methods}
         raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods "
-                            f"({'; '.join(k if not k.endswith(': ') else k + 'none' for k in known)})")
+                            f"({'; '.join(f'{m}: ' + (', '.join(keys) or 'none') for m, keys in known.items())})")
     results, names, providers = {}, [], "CPUExecutionProvider"
     if compiled:
         args.method, args.rules = [m for m in args.method if m in compiled], [m for m in args.rules if m in compiled]
@@ -355,9 +354,10 @@ def _analyze(args):
         print(f"wrote {args.grid} ({drawn} inputs x {len(names)} methods" + (f"; {cut})" if cut else ")"))
 
 
-def parse_selection(text: str, count: int, option: str = "--select") -> list[int]:
+def parse_selection(text: str, count: int | None, option: str = "--select") -> list[int]:
     """Indices into a batch of `count` from a comma-separated list of indices (5), inclusive ranges
-    (0-11) and Python slices (:12, 100:, ::30, -10:)."""
+    (0-11) and Python slices (:12, 100:, ::30, -10:). Without a count (the neurons of a model not yet
+    read) only indices and ranges."""
     import re
     out = []
     for item in text.split(","):
@@ -371,7 +371,7 @@ def parse_selection(text: str, count: int, option: str = "--select") -> list[int
             if last < first:
                 raise NnxplainError(f"{option} {text}: range '{item}' ends before it starts")
             chosen = list(range(first, last + 1))
-        elif re.fullmatch(r"-?\d*:-?\d*(:-?\d+)?", item):
+        elif re.fullmatch(r"-?\d*:-?\d*(:-?\d+)?", item) and count is not None:
             parts = [int(v) if v else None for v in item.split(":")]
             if len(parts) == 3 and parts[2] == 0:
                 raise NnxplainError(f"{option} {text}: slice '{item}' has step 0")
@@ -379,8 +379,9 @@ def parse_selection(text: str, count: int, option: str = "--select") -> list[int
             if not chosen:
                 raise NnxplainError(f"{option} {text}: slice '{item}' selects nothing from {count} inputs")
         else:
-            raise NnxplainError(f"{option} {text}: '{item}' is not an index (5), a range (0-11) or a slice (:12)")
-        beyond = [i for i in chosen if i >= count]
+            forms = "an index (5), a range (0-11) or a slice (:12)" if count is not None else "an index (5) or a range (0-9)"
+            raise NnxplainError(f"{option} {text}: '{item}' is not {forms}")
+        beyond = [i for i in chosen if count is not None and i >= count]
         if beyond:
             raise NnxplainError(f"{option} {text}: index {beyond[0]} is beyond the {count} inputs (0..{count - 1})")
         out += chosen
@@ -454,7 +455,7 @@ def _prototype(args):
     from .runtime import write_atomic
     if not args.out.endswith(".png"):
         raise NnxplainError(f"-o {args.out}: the prototype is written as a .png (and .npy beside it)")
-    neurons = parse_selection(args.neuron, 1 << 62, option="--neuron")
+    neurons = parse_selection(args.neuron, None, option="--neuron")
     found = prototypes(args.model, neurons, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low, high=args.high,
                        seed=args.seed, progress=sys.stderr.isatty(), data=args.data, prior=args.prior,
                        blur=args.blur, jitter=args.jitter)

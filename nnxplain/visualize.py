@@ -137,8 +137,9 @@ def picture(kind: str, r, x=None, reduce: str = "sum", low: float | None = None,
 
 def default_kind(method: str, channels: int = 1) -> str:
     """Signal methods on colour inputs are projected into the input range (the signal's colour is
-    information); everything else, signals of gray inputs included, is a signed heatmap centred at 0."""
-    return "project" if method in SIGNAL_METHODS and channels == 3 else "heatmap"
+    information), and so is the `input` baseline (it is an input); everything else, signals of gray
+    inputs included, is a signed heatmap centred at 0."""
+    return "project" if (method in SIGNAL_METHODS and channels == 3) or method == "input" else "heatmap"
 
 
 def _values(kind: str, r, reduce: str) -> np.ndarray:
@@ -302,18 +303,6 @@ def _legend(kind: str, percentile: float, normalize: str) -> str:
 
 def _channels(x: np.ndarray) -> int:
     return x.shape[1] if x.ndim == 4 else 1
-
-
-def image_png(images: list[np.ndarray], scale: int = 8) -> bytes:
-    """Several RGB images side by side, each pixel drawn as scale x scale (Pillow)."""
-    from PIL import Image
-    strip = np.concatenate([np.pad(im, ((1, 1), (1, 1), (0, 0)), constant_values=1.0) for im in images], axis=1)
-    pixels = (np.clip(strip, 0, 1) * 255 + 0.5).astype(np.uint8)
-    picture_ = Image.fromarray(pixels, "RGB")
-    picture_ = picture_.resize((picture_.width * scale, picture_.height * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    picture_.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _png(fig, plt) -> bytes:

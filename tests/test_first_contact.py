@@ -2,7 +2,6 @@
 misspelled methods, output names that say what a file is, evaluate's region, ONNX Runtime's logging
 (per session, never the process-wide default; nothing on the user's screen while nnxplain compiles and
 runs), bench from any folder and the reason Captum is not timed."""
-import os
 import subprocess
 import sys
 import warnings
@@ -215,4 +214,3 @@ def test_no_cuda_is_asked_for_without_a_gpu(monkeypatch, capfd):
     monkeypatch.setattr(runtime, "_cuda_works", None)
     assert runtime.session(str(DIGITS)).get_providers() == ["CPUExecutionProvider"]
     assert capfd.readouterr().err == ""
-    assert os.environ.get("ORT_LOGGING_LEVEL") is None  # nothing process-wide was set
