@@ -365,7 +365,9 @@ def _elementwise_w_square(e, node, dy):
         raise ValueError(f"the w^2 rule on {node.op} needs one computed operand and a constant (a scale), "
                          f"found {len(live)} computed operands")
     x, scale, y = node.inputs[live[0]], node.inputs[1 - live[0]], node.outputs[0]
-    if x.shape is None or y.shape is None or list(x.shape) != list(y.shape):
+    same = x.shape is not None and y.shape is not None and len(x.shape) == len(y.shape) and all(
+        a == b or not isinstance(a, int) or not isinstance(b, int) for a, b in zip(x.shape, y.shape))
+    if not same:  # the scale must not broadcast the operand to a larger output
         raise ValueError(f"the w^2 rule on {node.op} needs an output shaped like its computed operand (an "
                          f"elementwise scale), found {x.shape} and {y.shape}")
     out = [None] * len(node.inputs)
