@@ -35,13 +35,17 @@ def models():
 def matrix():
     """methods, labels, {method name: [cell per model]}, {reason: number}"""
     methods = [load_method(m) for m in available()]
-    labels, cells, notes = [], {m.name: [] for m in methods}, {}
+    labels, verdicts = [], {m.name: [] for m in methods}
     for label, path in models():
         labels.append(label)
         model = load(path)
         for method in methods:
-            ok, note = method_support(model, method)
-            cells[method.name].append("✓" if ok else f"✗{notes.setdefault(note, len(notes) + 1)}")
+            verdicts[method.name].append(method_support(model, method))
+    # reasons numbered by how often they occur (then by first occurrence): the numbers stay put as methods come
+    reasons = [note for row in verdicts.values() for ok, note in row if not ok]
+    order = sorted(dict.fromkeys(reasons), key=lambda note: (-reasons.count(note), reasons.index(note)))
+    notes = {note: i + 1 for i, note in enumerate(order)}
+    cells = {name: ["✓" if ok else f"✗{notes[note]}" for ok, note in row] for name, row in verdicts.items()}
     return methods, labels, cells, notes
 
 
@@ -50,7 +54,7 @@ def table() -> str:
     lines = ["| method | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     lines += [f"| `{m.name}` | " + " | ".join(cells[m.name]) + " |" for m in methods]
     lines.append("")
-    lines.append("✓: applies (given its required parameters: `lrp.alpha_beta` alpha or beta, `deep_taylor.bounded` "
+    lines.append("✓: applies (given its required parameters: `lrp.alpha_beta` alpha or beta, `deep_taylor.bounded`, `deep_taylor.bounded.conservative` "
                  "and `epsilon_gamma_box` low and high; `pattern.net` and `pattern.attribution` fitted patterns). "
                  "`d`: the dynamo export; `keras_cnn`: converted from Keras by tf2onnx." + (" ✗n: does not apply, because (`nnxplain support` says):" if notes else ""))
     for note, key in notes.items():

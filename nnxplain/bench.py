@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -75,6 +76,7 @@ def _median_time(fn, repeats: int) -> float:
 
 def captum_runner(name: str, net, params: dict):
     """A function (x, target) -> attribution running method `name` in Captum, or None if no counterpart."""
+    import torch
     from captum import attr
 
     def get(key, default):
@@ -85,9 +87,9 @@ def captum_runner(name: str, net, params: dict):
     if name == "input_t_gradient":
         return lambda x, t: attr.InputXGradient(net).attribute(x, target=t)
     if name == "integrated_gradients":
-        steps = get("steps", 64)
+        steps, riemann = get("steps", 64), get("riemann", "right")
         return lambda x, t: attr.IntegratedGradients(net).attribute(x, target=t, n_steps=steps,
-                                                                    method="riemann_right")
+                                                                    method=f"riemann_{riemann}")
     if name in ("smoothgrad", "vargrad"):
         n, scale = get("augment_by_n", 64), get("noise_scale", 1.0)
         return lambda x, t: attr.NoiseTunnel(attr.Saliency(net)).attribute(
@@ -98,6 +100,13 @@ def captum_runner(name: str, net, params: dict):
         return lambda x, t: attr.Deconvolution(net).attribute(x, target=t)
     if name == "deeplift":
         return lambda x, t: attr.DeepLift(net).attribute(x, target=t)
+    if name in ("lrp.epsilon", "lrp.z"):  # Captum's LRP: EpsilonRule on every Conv and Linear (z: Captum's 1e-9)
+        from captum.attr._utils.lrp_rules import EpsilonRule
+        epsilon = get("epsilon", 1e-7) if name == "lrp.epsilon" else 1e-9
+        for module in net.modules():
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+                module.rule = EpsilonRule(epsilon=epsilon)
+        return lambda x, t: attr.LRP(net).attribute(x, target=t)
     return None
 
 
@@ -160,11 +169,17 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
             import warnings
             warnings.filterwarnings("ignore", module="captum")  # "did not already require gradients", hooks notes
             runner = captum_runner(name, twin, {**{k: v for k, v in resolved.params.items()}, **params})
-            if runner is not None:
-                runner(xt, target)  # warm-up
-                captum_ms = 1000 * _median_time(lambda: runner(xt, target), repeats)
-                row.update(captum_ms=captum_ms, captum_ratio=captum_ms / result["torch_forward_ms"],
-                           captum_vs_nnxplain=captum_ms / ms)
+            if runner is None:
+                row["captum_note"] = "no Captum counterpart"
+            else:
+                try:
+                    runner(xt, target)  # warm-up
+                except Exception as exc:  # Captum cannot run it on this model (an unsupported layer, ...)
+                    row["captum_note"] = f"Captum failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                else:
+                    captum_ms = 1000 * _median_time(lambda: runner(xt, target), repeats)
+                    row.update(captum_ms=captum_ms, captum_ratio=captum_ms / result["torch_forward_ms"],
+                               captum_vs_nnxplain=captum_ms / ms)
         result["rows"].append(row)
     result["forward_ms"] = 1000 * statistics.median(forward_times) if forward_times else None
     if memory:
@@ -189,6 +204,9 @@ def table(result: dict) -> str:
             line += (f" {r['captum_ms']:10.2f} {r['captum_ratio']:10.1f}x {r['captum_vs_nnxplain']:9.2f}x"
                      if "captum_ms" in r else f" {'-':>10} {'-':>11} {'-':>10}")
         lines.append(line)
+    notes = [f"{r['method']}: {r['captum_note']}" for r in result["rows"] if r.get("captum_note")]
+    if has_captum or notes:
+        lines += ["Captum not timed (-): " + "; ".join(notes)] if notes else []
     return "\n".join(lines)
 
 
@@ -199,14 +217,35 @@ def load_twin(spec: str, model_path: str):
     module_name, _, attr_name = spec.partition(":")
     if not attr_name:
         raise NnxplainError(f"--torch {spec}: give MODULE:FUNCTION")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # a module of the folder the command runs in, as `python -m` would find
     try:
-        fn = getattr(importlib.import_module(module_name), attr_name)
+        if module_name.endswith(".py"):  # a file: path/to/twins.py:function
+            import importlib.util
+            found = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if found is None or not os.path.isfile(module_name):
+                raise ImportError(f"no such file: {module_name}")
+            module = importlib.util.module_from_spec(found)
+            found.loader.exec_module(module)
+        else:
+            _find_package(module_name.split(".")[0], model_path)
+            module = importlib.import_module(module_name)
+        fn = getattr(module, attr_name)
     except (ImportError, AttributeError) as exc:
         raise NnxplainError(f"--torch {spec}: {exc}") from None
     net = fn(model_path)
     return net.eval()
+
+
+def _find_package(top: str, model_path: str):
+    """Make the module `top` importable as `python -m` would from the folder the command runs in, or
+    else from a folder above the model file (`models.zoo:twin_of` for models/resnet.onnx from anywhere)."""
+    import importlib.util
+    if importlib.util.find_spec(top) is not None and os.getcwd() in sys.path:
+        return
+    for folder in [Path.cwd()] + list(Path(model_path).resolve().parents):
+        if (folder / top).is_dir() or (folder / f"{top}.py").is_file():
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+            return
 
 
 def onnx2torch_twin(model_path: str):

@@ -48,12 +48,14 @@ FOLD_SLACK = 1 << 26  # bytes
 
 
 def _fold_constants(graph: gs.Graph):
+    from .runtime import quiet_sessions
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     weights = sum(t.values.nbytes for t in graph.tensors().values() if isinstance(t, gs.Constant))
     limit = FOLD_SLACK + 2 * weights
     if _largest_foldable(graph) > limit:
         return  # folding would materialize it (even as an intermediate): fold nothing
-    graph.fold_constants(error_ok=True, size_threshold=limit).cleanup()
+    with quiet_sessions():  # graphsurgeon folds with ONNX Runtime sessions of its own
+        graph.fold_constants(error_ok=True, size_threshold=limit).cleanup()
 
 
 def _largest_foldable(graph: gs.Graph) -> int:

@@ -20,6 +20,9 @@ def main(argv=None) -> int:
     """Exit status: 0 done, 2 a problem with the input (one line on stderr, `nnxplain: error: ...`),
     3 a bug of nnxplain's (one line asking for a report), 130 interrupted."""
     parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `nnxplain`: the commands, not just a usage line
+        parser.print_help()
+        return 2
     args = parser.parse_args(argv)
     import warnings
     with warnings.catch_warnings():
@@ -74,8 +77,10 @@ def _silence_stdout():
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnxplain", description="Compile ONNX models into ONNX explainers.")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(prog="nnxplain", description="Compile ONNX models into ONNX explainers.",
+                                     epilog="`nnxplain COMMAND -h` describes a command's options.")
+    parser.add_argument("--version", action="version", version=f"nnxplain {_version()}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND", title="commands")
 
     def common(p, several=True):
         p.add_argument("model", help="the ONNX model to explain")
@@ -110,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     common(p, several=False)
     p.add_argument("--input", "-i", required=True,
                    help="the inputs: .npy, .npz with an array 'x', a folder of images or a glob")
+    p.add_argument("--select", metavar="INDICES",
+                   help="explain only these inputs: indices and inclusive ranges, comma-separated (0-11: the "
+                        "first twelve; 0,5,7-9), or Python slices (:12, 100:, ::30)")
     p.add_argument("--neuron", type=int, action="append",
                    help="output index to explain (with --neuron-selection index; without it, the data's labels)")
     p.add_argument("-o", "--out", help="where to write the explanations: a folder (shards, any number of inputs), "
@@ -119,8 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", metavar="GRID.png",
                    help="draw inputs times methods (several --method allowed), with predicted class and score")
     p.add_argument("--picture", choices=("heatmap", "graymap", "project", "overlay"),
-                   help="how to draw (default: project for signal methods, heatmap otherwise)")
+                   help="how to draw (default: a signed heatmap; project for signal methods on colour inputs)")
     p.add_argument("--reduce", choices=("sum", "norm"), default="sum", help="channel reduction (default: sum)")
+    p.add_argument("--percentile", type=float, default=99.0, metavar="P",
+                   help="full colour at the P-th percentile of |value|, larger values saturate (default: 99; "
+                        "100: the maximum)")
+    p.add_argument("--normalize", choices=("image", "method"), default="image",
+                   help="colour scale per picture (image, the default) or one per method over all inputs (method)")
+    p.add_argument("--outline", action="store_true", help="draw the input's outline over each explanation")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
@@ -168,15 +182,25 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prototype", help="activation maximization: the input that maximizes one output neuron")
     p.add_argument("model", help="the ONNX model")
-    p.add_argument("--neuron", type=int, required=True, help="the output neuron (class) to maximize")
+    p.add_argument("--neuron", required=True, metavar="NEURONS",
+                   help="the output neuron(s) to maximize: 3, 0-9, 0,3,5 (several: one labelled picture of all)")
+    p.add_argument("--data", metavar="TRAIN.npz",
+                   help="inputs of the data (.npy, or .npz with 'x'): start at their mean, keep near it (--l2) and "
+                        "add their Gaussian density as a prior (--prior), so the prototype looks like the data")
     p.add_argument("--steps", type=int, default=200, help="gradient ascent steps (default: 200)")
     p.add_argument("--lr", type=float, default=0.05, help="step size as a fraction of the input range (default: 0.05)")
-    p.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the input (default: 0.01)")
-    p.add_argument("--low", type=float, default=0.0, help="input range, lower end (default: 0)")
-    p.add_argument("--high", type=float, default=1.0, help="input range, upper end (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the starting point's noise")
+    p.add_argument("--l2", type=float, default=0.01,
+                   help="L2 penalty on the distance to the data mean (to 0 without --data) (default: 0.01)")
+    p.add_argument("--prior", type=float, default=0.5, help="weight of the data's log density (with --data; default: 0.5)")
+    p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA",
+                   help="smooth the prototype by a Gaussian of SIGMA pixels every 10 steps (default: 0, off)")
+    p.add_argument("--jitter", type=int, default=0, metavar="PIXELS",
+                   help="shift the input randomly by up to PIXELS while taking each gradient (default: 0, off)")
+    p.add_argument("--low", type=float, help="input range, lower end (default: the data's minimum, else 0)")
+    p.add_argument("--high", type=float, help="input range, upper end (default: the data's maximum, else 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting point's noise and of the jitter")
     p.add_argument("-o", "--out", required=True, metavar="PROTO.png",
-                   help="the picture (.png); the array goes beside it as .npy")
+                   help="the picture (.png); the array [neurons, *input dims] goes beside it as .npy")
     p.set_defaults(run=_prototype)
 
     p = sub.add_parser("methods", help="list the built-in methods")
@@ -250,6 +274,20 @@ def _report_skipped(skipped, where=""):
               f"(the first: {path}: {reason})")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("nnxplain")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "(not installed)"
+
+
+def _suffix(path: str, suffix: str, what: str):
+    """-o must name the file as what it is: a file written under another extension misleads."""
+    if not str(path).lower().endswith(suffix):
+        raise NnxplainError(f"-o {path}: {what} is written as {suffix}; name the file *{suffix}")
+
+
 def _params(pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
@@ -261,6 +299,10 @@ def _params(pairs: list[str]) -> dict:
 
 
 def _methods_of(args) -> list:
+    for path in args.rules:
+        if not os.path.isfile(path):
+            raise NnxplainError(f"--rules {path}: no such file" if not os.path.exists(path) else
+                                f"--rules {path}: not a file")
     methods = list(args.method) + list(args.rules)
     if not methods:
         raise NnxplainError("give at least one --method (see `nnxplain methods`) or --rules FILE")
@@ -299,6 +341,7 @@ def _fit_patterns(args, data, pattern_type):
 
 
 def _fit(args):
+    _suffix(args.out, ".npz", "the patterns file (an npz archive)")
     patterns = _fit_patterns(args, args.data, args.pattern_type or "relu")
     patterns.save(args.out)
     skipped = f"; {patterns.skipped} samples with NaN or inf skipped" if patterns.skipped else ""
@@ -308,6 +351,7 @@ def _fit(args):
 
 def _compile(args):
     from .modelfile import save
+    _suffix(args.out, ".onnx", "the explainer (an ONNX model)")
     model = _compile_args(args)
     written = save(model, args.out, external_data=args.external_data)
     outputs = ", ".join(o.name for o in model.graph.output)
@@ -342,6 +386,11 @@ def _analyze(args):
     data = _dataset(args, args.input).read_all()
     x = data.x
     _report_skipped(data.skipped)
+    if not 0 < args.percentile <= 100:
+        raise NnxplainError(f"--percentile {args.percentile:g}: give a value in (0, 100]")
+    indices = list(range(len(x))) if args.select is None else parse_selection(args.select, len(x))
+    if args.select is not None:
+        x = x[indices]
     if len(x) == 0 and (args.grid or args.out.endswith(".png")):
         raise NnxplainError(f"{args.input}: holds no samples, nothing to draw")
     compiled = [m for m in methods if m not in PERTURBATION_METHODS]
@@ -362,7 +411,9 @@ def _analyze(args):
     graph_keys = {k for m in compiled for k in load_method(m).settable()}
     unknown = [k for k in params if "." not in k and k not in perturbation_keys | graph_keys]
     if unknown:
-        raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods")
+        known = {m: list(PERTURBATION_METHODS[m]) if m in sampled else load_method(m).settable() for m in methods}
+        raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods "
+                            f"({'; '.join(f'{m}: ' + (', '.join(keys) or 'none') for m, keys in known.items())})")
     results, names, providers = {}, [], "CPUExecutionProvider"
     if compiled:
         args.method, args.rules = [m for m in args.method if m in compiled], [m for m in args.rules if m in compiled]
@@ -405,6 +456,12 @@ def _analyze(args):
         names = [m if m in sampled else names[compiled.index(m)] for m in methods]
         results = {n: results[n] for n in names}
     from . import visualize as vis
+    scores = np.asarray(scores).reshape(len(x), -1)
+    drawn = min(len(x), vis.MAX_PICTURES)
+    cut = (f"the first {drawn} of {len(x)} inputs drawn (choose others with --select)"
+           if drawn < len(x) else "")
+    if args.out is not None or args.grid is not None:
+        labels = _picture_labels(indices[:drawn], scores[:drawn], neurons, data.labels)
     if args.out is not None:
         name, result = names[0], results[names[0]]
         if args.out.endswith(".npy"):
@@ -413,17 +470,66 @@ def _analyze(args):
             np.save(buffer, result)
             data = buffer.getvalue()
         else:
-            kind = args.picture or vis.default_kind(name)
-            low, high = float(x.min()), float(x.max())
-            pictures = [vis.picture(kind, r, xi, args.reduce, low, high) for r, xi in zip(result, x)]
-            data = vis.image_png(pictures, scale=max(1, 128 // max(pictures[0].shape[:2])))
+            data = vis.explanation_png(x[:drawn], result[:drawn], name, labels, args.picture, args.reduce,
+                                       args.percentile, args.normalize, note=cut, outline=args.outline)
         write_atomic(args.out, data)
-        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {providers})")
+        drawn_note = f"; {cut}" if cut and not args.out.endswith(".npy") else ""
+        print(f"wrote {args.out} ({name}, shape {list(result.shape)}, providers {providers}{drawn_note})")
     if args.grid is not None:
         kinds = {n: args.picture for n in names} if args.picture else None
-        write_atomic(args.grid, vis.grid_png(x, results, scores.reshape(len(x), -1), kinds,
-                                             args.reduce))
-        print(f"wrote {args.grid} ({len(x)} inputs x {len(names)} methods)")
+        write_atomic(args.grid, vis.grid_png(x[:drawn], {n: r[:drawn] for n, r in results.items()}, labels, kinds,
+                                             args.reduce, args.percentile, args.normalize, note=cut,
+                                             outline=args.outline))
+        print(f"wrote {args.grid} ({drawn} inputs x {len(names)} methods" + (f"; {cut})" if cut else ")"))
+
+
+def parse_selection(text: str, count: int | None, option: str = "--select") -> list[int]:
+    """Indices into a batch of `count` from a comma-separated list of indices (5), inclusive ranges
+    (0-11) and Python slices (:12, 100:, ::30, -10:). Without a count (the neurons of a model not yet
+    read) only indices and ranges."""
+    import re
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if re.fullmatch(r"\d+", item):
+            chosen = [int(item)]
+        elif re.fullmatch(r"\d+-\d+", item):
+            first, last = (int(v) for v in item.split("-"))
+            if last < first:
+                raise NnxplainError(f"{option} {text}: range '{item}' ends before it starts")
+            chosen = list(range(first, last + 1))
+        elif re.fullmatch(r"-?\d*:-?\d*(:-?\d+)?", item) and count is not None:
+            parts = [int(v) if v else None for v in item.split(":")]
+            if len(parts) == 3 and parts[2] == 0:
+                raise NnxplainError(f"{option} {text}: slice '{item}' has step 0")
+            chosen = list(range(count))[slice(*parts)]
+            if not chosen:
+                raise NnxplainError(f"{option} {text}: slice '{item}' selects nothing from {count} inputs")
+        else:
+            forms = "an index (5), a range (0-11) or a slice (:12)" if count is not None else "an index (5) or a range (0-9)"
+            raise NnxplainError(f"{option} {text}: '{item}' is not {forms}")
+        beyond = [i for i in chosen if count is not None and i >= count]
+        if beyond:
+            raise NnxplainError(f"{option} {text}: index {beyond[0]} is beyond the {count} inputs (0..{count - 1})")
+        out += chosen
+    if not out:
+        raise NnxplainError(f"{option} {text}: selects no input")
+    return out
+
+
+def _picture_labels(indices, scores, neurons, truth) -> list[str]:
+    """Per drawn input: its index in the input, its true class where the data has one ('y' in an .npz,
+    the class folder of an image; -1: none), the explained class and its score."""
+    truth = None if truth is None or not (np.asarray(truth) >= 0).any() else np.asarray(truth)
+    labels = []
+    for k, (i, row) in enumerate(zip(indices, scores)):
+        explained = int(neurons[k]) if neurons is not None else int(np.argmax(row))
+        word = "explained" if neurons is not None else "predicted"
+        head = f"#{i}" + (f"  true {truth[i]}" if truth is not None and i < len(truth) else "")
+        labels.append(f"{head}\n{word} {explained}: {float(row[explained]):.3g}")
+    return labels
 
 
 def _run_batched(sess, outputs, feeds, name, batch_size, seeds):
@@ -520,35 +626,44 @@ def _prototype(args):
     import io
 
     from . import visualize as vis
-    from .prototype import prototype
+    from .prototype import prototypes
     from .runtime import write_files
     if not args.out.endswith(".png"):
         raise NnxplainError(f"-o {args.out}: the prototype is written as a .png (and .npy beside it)")
-    x, history = prototype(args.model, args.neuron, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low,
-                           high=args.high, seed=args.seed, progress=sys.stderr.isatty())
-    picture = vis.as_rgb(x, args.low, args.high)
-    png = vis.image_png([picture], scale=max(1, 256 // max(picture.shape[:2])))
+    neurons = parse_selection(args.neuron, None, option="--neuron")
+    found = prototypes(args.model, neurons, steps=args.steps, lr=args.lr, l2=args.l2, low=args.low, high=args.high,
+                       seed=args.seed, progress=sys.stderr.isatty(), data=args.data, prior=args.prior,
+                       blur=args.blur, jitter=args.jitter)
+    x, histories = found.x, found.histories
+    labels = [f"class {k}: {float(row[k]):.3g}" + ("" if int(np.argmax(row)) == k else f" (top {int(np.argmax(row))})")
+              for k, row in zip(neurons, found.scores)]
+    how = "with the data's density prior" if args.data else "plain (no --data)"
+    png = vis.prototypes_png(x, labels, found.low, found.high,
+                             title=f"prototypes by activation maximization, {how}: class and score")
     buffer = io.BytesIO()
     np.save(buffer, x)
     npy = args.out[:-4] + ".npy"
     write_files({npy: buffer.getvalue(), args.out: png})  # both or neither
-    print(f"wrote {args.out} and {npy} (neuron {args.neuron}: objective {history[0]:.3f} -> {history[-1]:.3f} "
-          f"in {len(history) - 1} steps)")
+    changes = ", ".join(f"{k}: {h[0]:.3g} -> {h[-1]:.3g}" for k, h in zip(neurons, histories))
+    print(f"wrote {args.out} and {npy} (objective per neuron {changes}; {len(histories[0]) - 1} steps)")
 
 
 def _methods(args):
     from .methods import available, load_method
+    from .perturbation import DEFAULTS
+    width = max(len(n) for n in available() + list(DEFAULTS))
     for name in available():
         method = load_method(name)
         params = ", ".join([f"{k}={v}" for k, v in method.params.items()] + [f"{k} (required)" for k in method.required]
                            + [f"{k} (optional)" for k in method.optional])
         aka = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
-        print(f"{name:<24} {method.description}{aka}" + (f" [{params}]" if params else ""))
-    from .perturbation import DEFAULTS
-    notes = {"occlusion": "Occlusion: the score drop when a patch covers the pixel (batched forward runs, no graph).",
-             "lime": "LIME: weighted ridge regression on random on/off grid segments (batched forward runs, no graph)."}
+        print(f"{name:<{width}}  {method.description}{aka}" + (f" [{params}]" if params else ""))
+    notes = {"occlusion": "Occlusion: the score drop when a patch covers the pixel (batched forward runs, no graph; "
+                          "analyze and evaluate).",
+             "lime": "LIME: weighted ridge regression on random on/off grid segments (batched forward runs, no graph; "
+                     "analyze and evaluate)."}
     for name, defaults in DEFAULTS.items():
-        print(f"{name:<24} {notes[name]} [{', '.join(f'{k}={v}' for k, v in defaults.items())}]")
+        print(f"{name:<{width}}  {notes[name]} [{', '.join(f'{k}={v}' for k, v in defaults.items())}]")
 
 
 def _support(args):
@@ -559,6 +674,7 @@ def _support(args):
     from .compiler import explained_inputs, explained_output
     from .load import load
     from .methods import available, load_method, positions
+    from .ops import VJP
     from .support import method_support
 
     model = canonicalize(load(args.model))
@@ -566,22 +682,33 @@ def _support(args):
     methods = [load_method(m) for m in (args.method or available())]  # required parameters: reported below
     live = depends_on(graph, explained_inputs(graph))
     where = positions(graph, explained_inputs(graph), explained_output(graph, None))
-    backward = [m for m in methods if m.kind == "backward"]
-    width = max([len(n.name or "") for n in graph.nodes] + [10])
-    print("rule each method applies at each node (after canonicalization); NO: it cannot")
-    print(f"  {'node':<{width}} {'op':<18} " + " ".join(f"{m.name:<16}" for m in backward))
-    for node in graph.nodes:
-        cells = [_support_cell(m, node, live, where) for m in backward]
-        print(f"  {node.name or '(unnamed)':<{width}} {node.op:<18} " + " ".join(f"{c:<16}" for c in cells))
+    on_path = [any(t.name in live for t in node.inputs) for node in graph.nodes]  # between the input and the output
+    rows = [[node.name or "(unnamed)", node.op, ("yes" if node.op in VJP else "NO") if used else "-"]
+            for node, used in zip(graph.nodes, on_path)]
+    head = ["node", "op", "adapter"]
+    backward = [m for m in methods if m.kind == "backward"] if args.method else []
+    if backward:  # the rule each chosen method applies at each node
+        head += [m.name for m in backward]
+        for row, node in zip(rows, graph.nodes):
+            row += [_support_cell(m, node, live, where) for m in backward]
+    missing = sorted({node.op for node, used in zip(graph.nodes, on_path) if used and node.op not in VJP})
+    print(f"nodes after canonicalization: {len(rows)}; "
+          + (f"ops without a gradient adapter: {', '.join(missing)}" if missing else "every op has a gradient adapter"))
+    if not backward:
+        print("(the rule each method applies at each node: add --method NAME for a column per method)")
+    widths = [max(len(str(c)) for c in column) for column in zip(head, *rows)]
+    for row in [head] + rows:
+        print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip())
     print("methods:")
     failures = 0
+    width = max(len(m.name) for m in methods)
     for method in methods:
         ok, note = method_support(model, method)
         if ok:
-            print(f"  {method.name:<24} applicable" + (f" ({note})" if note else ""))
+            print(f"  {method.name:<{width}}  applicable" + (f" ({note})" if note else ""))
         else:
             failures += 1
-            print(f"  {method.name:<24} not applicable: {note}")
+            print(f"  {method.name:<{width}}  not applicable: {note}")
     return 1 if failures == len(methods) else 0
 
 
@@ -594,4 +721,6 @@ def _support_cell(method, node, live, where=None) -> str:
         name, rule, _ = method.rule_for(node, where)
     except NnxplainError:
         return "NO (rule)"
+    if name == "refuse":
+        return "NO (refused)"
     return name if name != "gradient" or node.op in VJP else "NO ADAPTER"

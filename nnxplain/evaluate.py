@@ -21,6 +21,7 @@ from .errors import NnxplainError
 
 PERTURBATIONS = ("mean", "zeros", "gaussian", "invert")
 RANDOM = "random"
+MIN_REGIONS = 4  # regions an image must have for the ordering to matter
 
 
 def default_region(shape) -> int:
@@ -141,10 +142,16 @@ class Evaluation:
             raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{perturbation}'")
         if len(shape) != 4:
             raise NnxplainError(f"perturbation analysis takes images [N, C, H, W]; the data has shape {list(shape)}")
-        region = region or default_region(shape)
+        region = default_region(shape) if region is None else region
         if region < 1:
             raise NnxplainError(f"region must be at least 1 pixel, got {region}")
-        total = (-(-shape[2] // region)) * (-(-shape[3] // region))
+        h, w = shape[2:]
+        total = (-(-h // region)) * (-(-w // region))
+        if total < MIN_REGIONS:  # one region: every ordering is the same, and AOPC says nothing
+            largest = max(r for r in range(1, max(h, w) + 1) if (-(-h // r)) * (-(-w // r)) >= MIN_REGIONS)
+            raise NnxplainError(f"region {region} splits {h}x{w} images into {total} region(s); the ordering of "
+                                f"regions that is evaluated needs at least {MIN_REGIONS} (region at most {largest} "
+                                f"pixels here)")
         steps = total if steps is None else steps
         if not 1 <= steps <= total:
             raise NnxplainError(f"steps must be between 1 and the number of regions ({total}), got {steps}")

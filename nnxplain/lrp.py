@@ -360,8 +360,33 @@ def _input_free(e, node, dy, w, rule):
 
 
 def lrp_w_square(e, node, dy):
-    """w^2 rule (Montavon et al. 2017): R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j, independent of x; no bias."""
+    """w^2 rule (Montavon et al. 2017): R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j, independent of x; no bias.
+    On a Mul / Div by a constant (an elementwise scale: a BatchNormalization that could not be folded)
+    each output has one input, so relevance passes where the scale is not 0 (iNNvestigate's w^2 rule on
+    a fused BatchNormalization layer)."""
+    if node.op in ("Mul", "Div"):
+        return _elementwise_w_square(e, node, dy)
     return _input_free(e, node, dy, Layer(node, "w_square").w ** 2, "w_square")
+
+
+def _elementwise_w_square(e, node, dy):
+    live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)]
+    if len(live) != 1 or (node.op == "Div" and live != [0]):
+        raise ValueError(f"the w^2 rule on {node.op} needs one computed operand and a constant (a scale), "
+                         f"found {len(live)} computed operands")
+    x, scale, y = node.inputs[live[0]], node.inputs[1 - live[0]], node.outputs[0]
+    same = x.shape is not None and y.shape is not None and len(x.shape) == len(y.shape) and all(
+        a == b or not isinstance(a, int) or not isinstance(b, int) for a, b in zip(x.shape, y.shape))
+    if not same:  # the scale must not broadcast the operand to a larger output
+        raise ValueError(f"the w^2 rule on {node.op} needs an output shaped like its computed operand (an "
+                         f"elementwise scale), found {x.shape} and {y.shape}")
+    out = [None] * len(node.inputs)
+    if node.op == "Div" or bool((scale.values != 0).all()):
+        out[live[0]] = dy
+    else:  # w^2 / sum w^2 is 1 where the scale is not 0, and 0 (SafeDivide) where it is
+        mask = np.broadcast_to(scale.values != 0, np.broadcast_shapes(scale.values.shape, (1,) * len(y.shape)))
+        out[live[0]] = e.Mul(dy, e.const(np.ascontiguousarray(mask).astype(FLOAT)))
+    return out
 
 
 def lrp_flat(e, node, dy):
@@ -401,7 +426,8 @@ RULES.update({
     "gamma": Rule(lrp_gamma, LINEAR_OPS, "LRP-gamma: W + gamma W+ favours positive contributions"),
     "alpha_beta": Rule(lrp_alpha_beta, LINEAR_OPS, "LRP-alpha-beta: alpha positive minus beta negative shares"),
     "z_plus_fast": Rule(lrp_z_plus_fast, LINEAR_OPS, "z+ with W+ on the input as it is, no bias"),
-    "w_square": Rule(lrp_w_square, LINEAR_OPS, "w^2: relevance spread by the squared weights"),
+    "w_square": Rule(lrp_w_square, LINEAR_OPS | {"Mul", "Div"},
+                     "w^2: relevance spread by the squared weights (passes an elementwise scale)"),
     "flat": Rule(lrp_flat, LINEAR_OPS, "flat: relevance spread evenly over the receptive field"),
     "bounded": Rule(lrp_bounded, LINEAR_OPS, "z^B: Deep Taylor for inputs bounded by low and high"),
     "pass": Rule(pass_through, PASS_OPS | LINEAR_OPS, "relevance passes unchanged (activations; same-shape layers)"),

@@ -182,8 +182,27 @@ def load_method(name_or_path: str | os.PathLike) -> Method:
             path = builtin_dir() / f"{canonical}.toml"
             return parse_method(_read(path), default_name=name, source=str(path), name=name)
     if path is None:
-        raise NnxplainError(f"unknown method '{name_or_path}' (available: {', '.join(available())})")
+        raise unknown_method(name_or_path)
     return parse_method(_read(path), default_name=path.name[:-len(".toml")], source=str(path))
+
+
+def unknown_method(name_or_path) -> NnxplainError:
+    """The error for a name that is no built-in method, alias or method file: a missing file is named
+    as such, occlusion and lime (no compiled graph) are sent to analyze / evaluate, a misspelled name
+    gets the closest one."""
+    import difflib
+
+    from .perturbation import DEFAULTS
+    name = str(name_or_path)
+    if name.endswith(".toml") or os.sep in name:
+        return NnxplainError(f"method file '{name}' does not exist")
+    if name in DEFAULTS:
+        return NnxplainError(f"method '{name}' runs the model on perturbed copies and has no compiled graph: use it "
+                             f"with `nnxplain analyze` or `nnxplain evaluate` (Python: nnxplain.perturbation.{name})")
+    close = difflib.get_close_matches(name, available() + sorted(aliases()) + sorted(DEFAULTS), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return NnxplainError(f"unknown method '{name}'{hint} (built-in: {', '.join(available())}; with analyze and "
+                         f"evaluate also {', '.join(DEFAULTS)})")
 
 
 def _find(name_or_path) -> Path | None:

@@ -74,6 +74,12 @@ def rescale(e, node, dy, reference, eps: float = 1e-10):
     return [e.Where(small, by_gradient, by_rescale)] + [None] * (len(node.inputs) - 1)
 
 
+def refuse(e, node, *dys, reason: str = "the method does not apply to this op"):
+    """A node the method does not support: an error naming the node and the reason (method files use
+    it where a strict method would otherwise only say that no entry matches)."""
+    raise ValueError(reason)
+
+
 ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Softplus"})
 LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 
@@ -84,6 +90,7 @@ RULES: dict[str, Rule] = {
                             "ReLU gradient of the positive part of the signal"),
     "rescale": Rule(rescale, ACTIVATIONS, "DeepLIFT rescale: (y - y_ref) / (x - x_ref), gradient where x = x_ref",
                     ("reference",)),
+    "refuse": Rule(refuse, None, "an error naming the node and `reason`: the method does not support it"),
     "pattern_net": Rule(pattern_net, LINEAR_OPS, "transpose with the layer's patterns", ("patterns",)),
     "pattern_attribution": Rule(pattern_attribution, LINEAR_OPS, "transpose with weights times patterns",
                                 ("patterns",)),

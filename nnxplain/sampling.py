@@ -2,7 +2,7 @@
 
 A sampling method (`kind = "sampling"` in its method file) names a `base` method and a `[sampling]`
 table: how the copies are made (`inputs = "noise"`: x + noise_scale * noise, or `inputs = "path"`:
-points on the straight line from a reference to x) and how their explanations reduce to one
+points on the straight line from a reference to x, placed by the `riemann` parameter) and how their explanations reduce to one
 (`reduce = "mean"`, `"variance"`, or `"mean_times_delta"`: the mean times (x - reference), which
 makes integrated gradients). The compiler folds the samples into the batch dimension
 (S copies of a batch of B become one batch of S*B, sample-major), copies the forward part of the
@@ -32,6 +32,27 @@ from .errors import NnxplainError
 INPUTS = {"noise", "path"}
 REDUCE = {"mean", "variance", "mean_times_delta"}
 NOISE_SUFFIX = "/noise"
+RIEMANN = ("right", "left", "middle", "trapezoid")  # a path method's `riemann` parameter (default: right)
+
+
+def path_points(method) -> tuple[np.ndarray, np.ndarray | None]:
+    """The path coefficients alpha_k (points reference + alpha_k (x - reference)) of a path method
+    with `steps` points, and their weights (None: all 1/steps), by its `riemann` parameter:
+    right: k/steps, k = 1..steps (Captum's riemann_right); left: k/steps, k = 0..steps-1
+    (iNNvestigate: the reference in, x out); middle: (k + 1/2)/steps; trapezoid: k/(steps-1),
+    k = 0..steps-1, the end points weighted 1/2, weights summing to 1 (Captum's riemann_trapezoid
+    takes the same points with weights 1/steps, 1/(2 steps) at the ends: (steps - 1)/steps of this)."""
+    steps, rule = sample_count(method), method.params.get("riemann", "right")
+    if rule not in RIEMANN:
+        raise NnxplainError(f"method '{method.name}': riemann must be one of {', '.join(RIEMANN)}, got '{rule}'")
+    k = np.arange(steps, dtype=np.float64)
+    if rule == "trapezoid":
+        if steps < 2:
+            raise NnxplainError(f"method '{method.name}': riemann = trapezoid needs steps >= 2, got {steps}")
+        weights = np.full(steps, 1.0 / (steps - 1))
+        weights[[0, -1]] /= 2
+        return k / (steps - 1), weights
+    return {"right": (k + 1) / steps, "left": k / steps, "middle": (k + 0.5) / steps}[rule], None
 
 
 NOISE_SOURCES = ("graph", "input")
@@ -81,6 +102,7 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
     rank = len(dims) + 1
     reference = float(method.params.get("reference_inputs", 0.0))
 
+    alphas, weights = path_points(method) if kind == "path" else (None, None)
     if kind == "noise" and method.params.get("noise", "graph") == "graph":
         unit = portable_noise.emit(e, int(method.params.get("seed", 0)), total, dims)
         unit = e.Unsqueeze(unit, e.ints([1]))                                       # [S, 1, ...]: every sample alike
@@ -101,9 +123,8 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
             part = scaled if n == total else e.Slice(scaled, e.ints([start]), e.ints([start + n]), e.ints([0]))
             samples = e.Add(e.Unsqueeze(x, e.ints([0])), part)                      # [n, B, ...]
         else:
-            alphas = np.arange(start + 1, start + n + 1, dtype=np.float64) / total  # right Riemann sum
-            alphas = alphas.astype(FLOAT).reshape([n] + [1] * rank)
-            samples = e.Add(e.Mul(e.Unsqueeze(delta, e.ints([0])), e.const(alphas)), reference)
+            block_alphas = alphas[start:start + n].astype(FLOAT).reshape([n] + [1] * rank)
+            samples = e.Add(e.Mul(e.Unsqueeze(delta, e.ints([0])), e.const(block_alphas)), reference)
         if total_sum is None:
             x_big = e.Reshape(samples, big_shape)                                   # [n*B, ...]
         else:
@@ -126,6 +147,8 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
         for node in copies:  # rules have matched the original names; now make them unique
             node.name = f"{node.name}/nnx_{method.name}_s{block}"
         r = e.Reshape(r_big, e.ints([n, -1] + dims))                                # [n, B, ...]
+        if weights is not None:  # a weighted sum (trapezoid): weights times steps, so the mean below is it
+            r = e.Mul(r, e.const((weights[start:start + n] * total).astype(FLOAT).reshape([n] + [1] * rank)))
         part_sum = e.ReduceSum(r, e.ints([0]), keepdims=0)
         total_sum = part_sum if total_sum is None else e.Add(total_sum, part_sum)
         if reduce == "variance":

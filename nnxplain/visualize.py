@@ -1,15 +1,24 @@
-"""Pictures of explanations (iNNvestigate's visualisations), drawn with matplotlib.
+"""Pictures of explanations (iNNvestigate's and Captum's visualisations), drawn with matplotlib.
 
-Every function takes one sample's explanation shaped like the input without the batch dimension,
-[C, H, W] (or [H, W]), and returns an RGB image [H, W, 3] with values in [0, 1]:
+One sample's explanation is shaped like the input without the batch dimension, [C, H, W] (or
+[H, W]). Each kind of picture scales it by a `scale` (by default the `percentile`-th percentile of
+|r| of that picture: larger values saturate, as Captum's outlier clipping and iNNvestigate's
+clip_quantile do; 100 is the plain maximum):
 
-- `heatmap`: signed, diverging colours (blue negative, white 0, red positive), scaled by max |r|;
-- `graymap`: absolute values in gray, scaled by max |r|;
+- `heatmap`: signed, on a diverging colour map centred at 0 (blue negative, white 0, red positive),
+  -scale .. +scale;
+- `graymap`: absolute values in gray, 0 .. scale;
 - `project`: a signal (PatternNet, Guided Backprop, Deconvnet) projected into the input range,
-  r / max |r| mapped from [-1, 1] to [low, high], keeping the channels (colour stays colour);
+  channels kept (colour stays colour): -scale .. +scale mapped to [low, high], or 0 .. scale where the
+  signal has one sign (iNNvestigate's `project`, with input_is_positive_only chosen by the data);
 - `overlay`: the heatmap blended over the input in gray.
 
 Channels reduce by `sum` (signed) or `norm` (the L2 norm over channels, unsigned).
+
+`explanation_png` (one method, several inputs) and `grid_png` (inputs times methods) draw labelled
+panels: the input's index, its true class where known, the explained class and its score, the
+method's name, and a colour bar in the explanation's own units for every panel. `prototypes_png`
+draws activation-maximization prototypes with their class and score.
 """
 from __future__ import annotations
 
@@ -21,10 +30,15 @@ from .errors import NnxplainError
 
 KINDS = ("heatmap", "graymap", "project", "overlay")
 REDUCTIONS = ("sum", "norm")
+NORMALIZATIONS = ("image", "method")
+SIGNAL_METHODS = ("pattern.net", "patternnet", "guided_backprop", "deconvnet")
+MAX_PICTURES = 16  # inputs drawn in one picture at most (rows of a grid): more are not readable
 
 
 def reduce_channels(r: np.ndarray, how: str = "sum") -> np.ndarray:
     r = np.asarray(r, np.float64)
+    if r.ndim == 1:  # a vector input: one row of pixels
+        return r[None]
     if r.ndim == 2:
         return r
     if r.ndim != 3:
@@ -36,29 +50,55 @@ def reduce_channels(r: np.ndarray, how: str = "sum") -> np.ndarray:
     raise NnxplainError(f"channel reduction must be one of {', '.join(REDUCTIONS)}, got '{how}'")
 
 
-def _scaled(a: np.ndarray) -> np.ndarray:
-    m = np.abs(a).max()
-    return a / m if m > 0 else np.zeros_like(a)
+def scale_of(values, percentile: float = 100.0) -> float:
+    """The `percentile`-th percentile of |values| (100: the maximum); what a picture maps to full colour."""
+    if not 0 < percentile <= 100:
+        raise NnxplainError(f"the percentile must be in (0, 100], got {percentile}")
+    a = np.abs(np.asarray(values, np.float64))
+    return float(np.percentile(a, percentile)) if a.size else 0.0
 
 
-def heatmap(r, reduce: str = "sum", cmap: str = "bwr") -> np.ndarray:
-    import matplotlib
-    values = (_scaled(reduce_channels(r, reduce)) + 1) / 2  # -max -> 0, 0 -> 0.5, +max -> 1
-    return matplotlib.colormaps[cmap](values)[..., :3]
+def _unit(a: np.ndarray, scale: float) -> np.ndarray:
+    """a / scale clipped to [-1, 1] (0 where the scale is 0)."""
+    return np.clip(a / scale, -1, 1) if scale > 0 else np.zeros_like(a)
 
 
-def graymap(r, reduce: str = "sum") -> np.ndarray:
-    values = np.abs(_scaled(reduce_channels(r, reduce)))
-    return np.repeat(values[..., None], 3, axis=-1)
-
-
-def project(r, low: float = 0.0, high: float = 1.0) -> np.ndarray:
-    """The signal in the input range [low, high], channels kept (1 channel: gray); shown in [0, 1]."""
+def _channels_last(r) -> np.ndarray:
     r = np.asarray(r, np.float64)
-    if r.ndim == 3:
-        r = r.transpose(1, 2, 0)
-    scaled = (_scaled(r) + 1) / 2 * (high - low) + low
-    return as_rgb(scaled, low, high)
+    if r.ndim == 1:
+        return r[None]
+    return r.transpose(1, 2, 0) if r.ndim == 3 else r
+
+
+def heatmap(r, reduce: str = "sum", cmap: str = "bwr", percentile: float = 100.0, scale: float | None = None):
+    import matplotlib
+    values = reduce_channels(r, reduce)
+    scale = scale_of(values, percentile) if scale is None else scale
+    return matplotlib.colormaps[cmap]((_unit(values, scale) + 1) / 2)[..., :3]  # -scale -> 0, 0 -> 0.5, +scale -> 1
+
+
+def graymap(r, reduce: str = "sum", percentile: float = 100.0, scale: float | None = None):
+    values = reduce_channels(r, reduce)
+    scale = scale_of(values, percentile) if scale is None else scale
+    return np.repeat(np.abs(_unit(values, scale))[..., None], 3, axis=-1)
+
+
+def one_signed(r) -> bool:
+    """True where the signal has one sign (then `project` uses the whole range for it)."""
+    r = np.asarray(r)
+    return bool((r >= 0).all() or (r <= 0).all())
+
+
+def project(r, low: float = 0.0, high: float = 1.0, percentile: float = 100.0, scale: float | None = None):
+    """The signal in the input range [low, high], channels kept (1 channel: gray); shown in [0, 1].
+    A signal of both signs maps -scale .. +scale to [low, high] (0 in the middle); a signal of one
+    sign maps 0 .. scale (or -scale .. 0) to it."""
+    a = _channels_last(r)
+    scale = scale_of(a, percentile) if scale is None else scale
+    unit = _unit(a, scale)
+    if one_signed(a):
+        unit = np.abs(unit) * 2 - 1 if (a >= 0).all() else 1 - np.abs(unit) * 2
+    return as_rgb((unit + 1) / 2 * (high - low) + low, low, high)
 
 
 def as_rgb(image, low: float | None = None, high: float | None = None) -> np.ndarray:
@@ -76,71 +116,193 @@ def as_rgb(image, low: float | None = None, high: float | None = None) -> np.nda
     return np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a
 
 
-def overlay(r, x, reduce: str = "sum", alpha: float = 0.6) -> np.ndarray:
+def overlay(r, x, reduce: str = "sum", alpha: float = 0.6, percentile: float = 100.0, scale: float | None = None):
     gray = as_rgb(x).mean(-1, keepdims=True)
-    return np.clip((1 - alpha) * gray + alpha * heatmap(r, reduce), 0, 1)
+    return np.clip((1 - alpha) * gray + alpha * heatmap(r, reduce, percentile=percentile, scale=scale), 0, 1)
 
 
-def picture(kind: str, r, x=None, reduce: str = "sum", low: float | None = None, high: float | None = None):
+def picture(kind: str, r, x=None, reduce: str = "sum", low: float | None = None, high: float | None = None,
+            percentile: float = 100.0, scale: float | None = None):
+    """One explanation as an RGB image [H, W, 3] in [0, 1]."""
     if kind == "heatmap":
-        return heatmap(r, reduce)
+        return heatmap(r, reduce, percentile=percentile, scale=scale)
     if kind == "graymap":
-        return graymap(r, reduce)
+        return graymap(r, reduce, percentile=percentile, scale=scale)
     if kind == "project":
-        lo = 0.0 if low is None else low
-        hi = 1.0 if high is None else high
-        return project(r, lo, hi)
+        return project(r, 0.0 if low is None else low, 1.0 if high is None else high, percentile, scale)
     if kind == "overlay":
-        return overlay(r, x, reduce)
+        return overlay(r, x, reduce, percentile=percentile, scale=scale)
     raise NnxplainError(f"picture kind must be one of {', '.join(KINDS)}, got '{kind}'")
 
 
-def default_kind(method: str) -> str:
-    """Signal methods are projected into the input range, attributions drawn as heatmaps."""
-    signal = ("pattern.net", "patternnet", "guided_backprop", "deconvnet", "input")
-    return "project" if method in signal else "heatmap"
+def default_kind(method: str, channels: int = 1) -> str:
+    """Signal methods on colour inputs are projected into the input range (the signal's colour is
+    information), and so is the `input` baseline (it is an input); everything else, signals of gray
+    inputs included, is a signed heatmap centred at 0."""
+    return "project" if (method in SIGNAL_METHODS and channels == 3) or method == "input" else "heatmap"
 
 
-def grid_png(x: np.ndarray, explanations: dict, scores: np.ndarray | None = None, kinds: dict | None = None,
-             reduce: str = "sum", cell: float = 1.6) -> bytes:
-    """Inputs times methods (iNNvestigate paper, Fig. 1): the first column the input, then one column per
-    method; each row labelled with the predicted class and its score."""
+def _values(kind: str, r, reduce: str) -> np.ndarray:
+    """What a picture of this kind scales: the reduced map, or (project) the signal with its channels."""
+    return _channels_last(r) if kind == "project" else reduce_channels(r, reduce)
+
+
+def picture_scales(kind: str, rs, reduce: str, percentile: float, normalize: str) -> list[float]:
+    """The scale of each picture: its own (normalize = image) or one over all of them (method)."""
+    if normalize not in NORMALIZATIONS:
+        raise NnxplainError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got '{normalize}'")
+    values = [_values(kind, r, reduce) for r in rs]
+    if normalize == "method":
+        return [scale_of(np.concatenate([v.ravel() for v in values]), percentile)] * len(values)
+    return [scale_of(v, percentile) for v in values]
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+def _colour_bar(fig, ax, kind: str, scale: float, signed: bool):
+    """A thin colour bar beside `ax` in the explanation's units: -scale .. scale (0 .. scale for
+    graymaps and one-signed projections)."""
+    import matplotlib
+    cmap = "bwr" if kind in ("heatmap", "overlay") else "gray"
+    low = -scale if signed else 0.0
+    mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low, scale if scale > 0 else 1.0), cmap)
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_ticks([low, scale] if not signed else [low, 0.0, scale])
+    bar.ax.tick_params(labelsize=6, length=2, pad=1)
+    bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _number(v)))
+    bar.outline.set_linewidth(0.3)
+
+
+def _number(v: float) -> str:
+    if v == 0:
+        return "0"
+    return f"{v:.3g}" if 0.01 <= abs(v) < 1000 else f"{v:.1e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def _show(ax, image):
+    """imshow; an image only a few pixels high (a vector input) is stretched to the panel's height."""
+    ax.imshow(image, interpolation="nearest", aspect="auto" if image.shape[0] < 4 else "equal")
+
+
+def _title(fig, text: str):
+    """The figure's title, wrapped to the figure's width."""
+    import textwrap
+    width = max(40, int(fig.get_figwidth() * 14))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in text.split("\n")), fontsize=8)
+
+
+def _draw(fig, ax, kind, r, x, reduce, low, high, scale, outline=False):
+    _show(ax, picture(kind, r, x, reduce, low, high, scale=scale))
+    if outline and kind != "overlay":  # the input's outline (half its range) over the explanation
+        gray = as_rgb(x, low, high).mean(-1)
+        if min(gray.shape) >= 2 and gray.min() < 0.5 < gray.max():  # a contour needs a 2-D image
+            ax.contour(gray, levels=[0.5], colors="0.25", linewidths=0.6, alpha=0.7)
+    signed = kind in ("heatmap", "overlay") or (kind == "project" and not one_signed(r))
+    _colour_bar(fig, ax, kind, scale, signed)
+
+
+def _clean(ax):
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_linewidth(0.3)
+
+
+def explanation_png(x: np.ndarray, r: np.ndarray, method: str, labels: list[str], kind: str | None = None,
+                    reduce: str = "sum", percentile: float = 99.0, normalize: str = "image",
+                    columns: int | None = None, note: str = "", outline: bool = False) -> bytes:
+    """One method's explanations of several inputs, each a labelled panel with a colour bar; the
+    inputs' range [min, max] is the projection range of signal pictures."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    x, r = np.asarray(x), np.asarray(r)
+    kind = kind or default_kind(method, _channels(x))
+    low, high = float(x.min()), float(x.max())
+    scales = picture_scales(kind, r, reduce, percentile, normalize)
+    n = len(r)
+    columns = columns or min(n, 6)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 1.9 * rows + 0.55), dpi=100, squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        _clean(ax)
+        if i >= n:
+            ax.axis("off")
+            continue
+        _draw(fig, ax, kind, r[i], x[i], reduce, low, high, scales[i], outline)
+        ax.set_title(labels[i], fontsize=7, pad=2)
+    _title(fig, f"{method} ({_legend(kind, percentile, normalize)})" + (f"\n{note}" if note else ""))
+    return _png(fig, plt)
+
+
+def grid_png(x: np.ndarray, explanations: dict, labels: list[str], kinds: dict | None = None, reduce: str = "sum",
+             percentile: float = 99.0, normalize: str = "image", cell: float = 1.75, note: str = "",
+             outline: bool = False) -> bytes:
+    """Inputs times methods (iNNvestigate paper, Fig. 1): the first column the input, then one column
+    per method with a colour bar per panel; each row labelled (`labels`: index, classes, score)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     x = np.asarray(x)
     names = list(explanations)
+    kinds = {n: (kinds or {}).get(n) or default_kind(n, _channels(x)) for n in names}
+    scales = {n: picture_scales(kinds[n], explanations[n], reduce, percentile, normalize) for n in names}
     low, high = float(x.min()), float(x.max())
     rows, cols = len(x), len(names) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.3), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows * 0.82 + 0.6), dpi=100, squeeze=False,
+                             layout="constrained")
     for i in range(rows):
-        images = [as_rgb(x[i], low, high)] + [
-            picture((kinds or {}).get(n) or default_kind(n), explanations[n][i], x[i], reduce, low, high)
-            for n in names]
-        for j, image in enumerate(images):
-            ax = axes[i][j]
-            ax.imshow(image, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title("input" if j == 0 else names[j - 1], fontsize=8)
-        if scores is not None:
-            k = int(np.argmax(scores[i]))
-            axes[i][0].set_ylabel(f"class {k}\nscore {float(scores[i][k]):.2f}", fontsize=8)
-    fig.tight_layout()
+        ax = axes[i][0]
+        _clean(ax)
+        _show(ax, as_rgb(x[i], low, high))
+        ax.set_ylabel(labels[i], fontsize=7)
+        for j, name in enumerate(names):
+            ax = axes[i][j + 1]
+            _clean(ax)
+            _draw(fig, ax, kinds[name], explanations[name][i], x[i], reduce, low, high, scales[name][i], outline)
+        if i == 0:
+            axes[0][0].set_title("input", fontsize=8)
+            for j, name in enumerate(names):
+                axes[0][j + 1].set_title(f"{name}\n({kinds[name]})", fontsize=7)
+    legend = f"colour: {_legend('heatmap', percentile, normalize)}"
+    _title(fig, legend + (f"\n{note}" if note else ""))
     return _png(fig, plt)
 
 
-def image_png(images: list[np.ndarray], scale: int = 8) -> bytes:
-    """Several RGB images side by side, each pixel drawn as scale x scale (Pillow)."""
-    from PIL import Image
-    strip = np.concatenate([np.pad(im, ((1, 1), (1, 1), (0, 0)), constant_values=1.0) for im in images], axis=1)
-    pixels = (np.clip(strip, 0, 1) * 255 + 0.5).astype(np.uint8)
-    picture_ = Image.fromarray(pixels, "RGB")
-    picture_ = picture_.resize((picture_.width * scale, picture_.height * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    picture_.save(buffer, format="PNG")
-    return buffer.getvalue()
+def prototypes_png(x: np.ndarray, labels: list[str], low: float, high: float, title: str = "") -> bytes:
+    """Activation-maximization prototypes side by side (up to 5 a row), each titled, in the input range."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(x)
+    columns = min(n, 5)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.75 * rows + (0.35 if title else 0)), dpi=100,
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        _clean(ax)
+        if i >= n:
+            ax.axis("off")
+            continue
+        _show(ax, as_rgb(x[i], low, high))
+        ax.set_title(labels[i], fontsize=8, pad=2)
+    if title:
+        _title(fig, title)
+    fig.tight_layout(pad=0.4, h_pad=0.5, w_pad=0.4)
+    return _png(fig, plt)
+
+
+def _legend(kind: str, percentile: float, normalize: str) -> str:
+    colours = {"heatmap": "red positive, blue negative", "overlay": "red positive, blue negative, over the input",
+               "graymap": "absolute value", "project": "the signal in the input's range"}[kind]
+    clip = f"clipped at the {percentile:g}th percentile of |value|" if percentile < 100 else "scaled to the maximum |value|"
+    per = "each image its own scale" if normalize == "image" else "one scale for all images"
+    return f"{colours}; {per}, {clip}"
+
+
+def _channels(x: np.ndarray) -> int:
+    return x.shape[1] if x.ndim == 4 else 1
 
 
 def _png(fig, plt) -> bytes:

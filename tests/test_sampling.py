@@ -192,3 +192,46 @@ def test_chunks_bound_the_memory_of_a_run():
         model = nnxplain.compile(ZOO_DIR / "resnet.onnx", ["integrated_gradients"], params={"steps": 64, "chunk": chunk})
         peaks[chunk] = peak_memory(model.SerializeToString(), {"input": x}, threads=1)
     assert peaks[4] < 0.5 * peaks[0], peaks
+
+
+@pytest.mark.parametrize("rule", ["left", "middle", "trapezoid"])
+def test_integrated_gradients_riemann_rules_equal_captum(rule):
+    """Captum's riemann_trapezoid weights its 12 points by 1/12 (1/24 at the ends), which sum to 11/12:
+    the trapezoid rule on 12 points spaced 1/11 is that times 12/11."""
+    name = "lenet_bn"
+    net, x = zoo.twin(name), batch(name)
+    target = net(x).argmax(1)
+    expected = IntegratedGradients(net).attribute(x, baselines=0.25, target=target, n_steps=12,
+                                                  method=f"riemann_{rule}").detach().numpy()
+    if rule == "trapezoid":
+        expected = expected * 12 / 11
+    out, _ = run(name, "integrated_gradients", x, params={"steps": 12, "riemann": rule, "reference_inputs": 0.25})
+    chunked, _ = run(name, "integrated_gradients", x, params={"steps": 12, "riemann": rule, "reference_inputs": 0.25,
+                                                             "chunk": 5})
+    assert relative_error(out, expected) < TOL and relative_error(chunked, expected) < TOL
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet"])
+def test_integrated_gradients_left_riemann_is_innvestigates_sum(name):
+    """iNNvestigate's IntegratedGradients: x times the mean over k = 0..steps-1 of the gradient at
+    k/steps * x (the reference 0 is a point of the sum, x is not); a direct torch sum is the oracle."""
+    net, x = zoo.twin(name), batch(name).double()
+    net = net.double()
+    target = net(x).argmax(1)
+    steps, total = 8, torch.zeros_like(x)
+    for k in range(steps):
+        point = (k / steps * x).requires_grad_(True)
+        net(point).gather(1, target[:, None]).sum().backward()
+        total += point.grad
+    expected = (x * total / steps).numpy()
+    out, _ = run(name, "integrated_gradients", x.float(), params={"steps": steps, "riemann": "left"})
+    assert relative_error(out, expected) < TOL
+    right, _ = run(name, "integrated_gradients", x.float(), params={"steps": steps})
+    assert relative_error(right, expected) > 1e-3  # the default (right) sum is another one
+
+
+def test_integrated_gradients_riemann_errors():
+    with pytest.raises(NnxplainError, match="riemann must be one of right, left, middle, trapezoid, got 'upper'"):
+        nnxplain.compile(ZOO_DIR / "mlp.onnx", ["integrated_gradients"], params={"riemann": "upper"})
+    with pytest.raises(NnxplainError, match="trapezoid needs steps >= 2"):
+        nnxplain.compile(ZOO_DIR / "mlp.onnx", ["integrated_gradients"], params={"riemann": "trapezoid", "steps": 1})
