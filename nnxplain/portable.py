@@ -101,9 +101,21 @@ def _float_types(model: onnx.ModelProto) -> dict:
 
 def meaning(node: onnx.NodeProto, index: int) -> tuple:
     """What a node does with its input `index`: op type, domain, position and attributes."""
-    attrs = tuple(sorted((a.name, onnx.helper.printable_attribute(a)) if a.type != onnx.AttributeProto.TENSOR
-                         else (a.name, a.t.SerializeToString(deterministic=True)) for a in node.attribute))
-    return node.op_type, node.domain, index, attrs
+    return node.op_type, node.domain, index, _attributes(node)
+
+
+def _attributes(node: onnx.NodeProto) -> tuple:
+    """A node's attributes as a comparable key; tensor attributes by type, shape and contents (not name)."""
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.TENSOR:
+            t = onnx.TensorProto()
+            t.CopyFrom(a.t)
+            t.ClearField("name")
+            out.append((a.name, t.SerializeToString(deterministic=True)))
+        else:
+            out.append((a.name, a.SerializeToString(deterministic=True)))
+    return tuple(sorted(out))
 
 
 def _merge_equal_constants(graph):
@@ -142,7 +154,7 @@ def _merge_equal_nodes(graph):
             keep.append(node)
             continue
         key = (node.op_type, node.domain, tuple(node.input), len(node.output),
-               tuple(sorted(a.SerializeToString(deterministic=True) for a in node.attribute)))
+               _attributes(node))
         if key in seen:
             rename.update(zip(node.output, seen[key].output))
         else:
