@@ -8,12 +8,16 @@ writes is put into this form at export (`normalize`) and then checked (`violatio
 1. **No empty optional inputs.** Trailing empty inputs are dropped (`Conv(x, W, "")` becomes
    `Conv(x, W)`, `Gemm(A, B, "")` becomes `Gemm(A, B)`); an empty input followed by a given one gets
    its default value as a constant (Clip's bounds, Pad's constant value, Slice's axes and steps).
-2. **One constant per value and meaning.** Initializers with equal contents are merged, then an
-   initializer is read by nodes of one op type, at one input position, with the same attributes: a weight that the forward pass reads as a Conv weight and
+2. **One meaning per constant.** Every initializer is read by nodes of one op type, at one input
+   position, with the same attributes. A weight that the forward pass reads as a Conv weight and
    the backward pass as a ConvTranspose weight, or that a forward Gemm reads with transB=1 and a
-   backward Gemm with transB=0, becomes one constant per reader kind (the op adapters emit the
-   transposed, flipped or sign-split weights the backward pass needs as constants of their own
-   already; this catches whatever is left).
+   backward Gemm with transB=0, becomes one constant per kind of reader (OpenVINO computes wrong
+   results otherwise). The op adapters already emit the transposed, flipped or sign-split weights
+   the backward pass needs as constants of their own, computed when the graph is compiled; this
+   catches whatever is left.
+   Before that, equal constants are merged and then equal nodes (same op, attributes and inputs):
+   methods compiled together that share a backward pass (gradient, input_t_gradient,
+   gradient.baseline) compute it once.
 3. **No intermediate shape symbols.** The graph keeps no value_info (engines infer intermediate
    shapes themselves; a stored symbol such as the sampling methods' samples x batch dimension, or
    a symbolic batch where the caller fixes the input shape, is what some engines cannot unify).
@@ -121,7 +125,7 @@ def _attributes(node: onnx.NodeProto) -> tuple:
 def _merge_equal_constants(graph):
     """Initializers with equal type, shape and bytes become one (methods compiled together emit the
     same transposed weights each); the readers of the others read the first."""
-    outputs = {o.name for o in graph.output}
+    outputs = {o.name for o in graph.output} | {i.name for i in graph.input}  # (old models list weights as inputs)
     first, rename = {}, {}
     for t in graph.initializer:
         if t.name in outputs or t.data_location == onnx.TensorProto.EXTERNAL:
@@ -187,7 +191,7 @@ def _one_meaning_per_constant(graph, fresh):
 
 
 def _drop_unused_initializers(graph):
-    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
     keep = [t for t in graph.initializer if t.name in used]
     if len(keep) != len(graph.initializer):
         del graph.initializer[:]
