@@ -12,9 +12,9 @@ writes is put into this form at export (`normalize`) and then checked (`violatio
    position, with the same attributes. A weight that the forward pass reads as a Conv weight and
    the backward pass as a ConvTranspose weight, or that a forward Gemm reads with transB=1 and a
    backward Gemm with transB=0, becomes one constant per kind of reader (OpenVINO computes wrong
-   results otherwise). The op adapters already emit the transposed, flipped or sign-split weights
-   the backward pass needs as constants of their own, computed when the graph is compiled; this
-   catches whatever is left.
+   results otherwise): each reader kind gets its own copy here. (Weights the backward pass needs
+   in another form are constants of their own anyway, computed when the graph is compiled: the
+   flipped Conv weights, MatMul's transposed ones, the LRP rules' sign-split and modified ones.)
    Before that, equal constants are merged and then equal nodes (same op, attributes and inputs):
    methods compiled together that share a backward pass (gradient, input_t_gradient,
    gradient.baseline) compute it once.
@@ -238,19 +238,6 @@ def violations(model: onnx.ModelProto, shapes: dict | None = None) -> list[str]:
             if d.dim_param and d.dim_param not in defined:
                 problems.append(f"output '{out.name}' names dimension '{d.dim_param}', which no input defines")
     return problems
-
-
-def ranks(model: onnx.ModelProto) -> dict:
-    """{tensor name: rank} from onnx shape inference (for the 0-D checks of computed tensors)."""
-    from .load import infer_shapes
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    infer_shapes(copy)
-    out = {}
-    for v in list(copy.graph.value_info) + list(copy.graph.output) + list(copy.graph.input):
-        if v.type.tensor_type.HasField("shape"):
-            out[v.name] = len(v.type.tensor_type.shape.dim)
-    return out
 
 
 def check(model: onnx.ModelProto, shapes: dict | None = None):
