@@ -8,12 +8,16 @@ writes is put into this form at export (`normalize`) and then checked (`violatio
 1. **No empty optional inputs.** Trailing empty inputs are dropped (`Conv(x, W, "")` becomes
    `Conv(x, W)`, `Gemm(A, B, "")` becomes `Gemm(A, B)`); an empty input followed by a given one gets
    its default value as a constant (Clip's bounds, Pad's constant value, Slice's axes and steps).
-2. **One constant per value and meaning.** Initializers with equal contents are merged, then an
-   initializer is read by nodes of one op type, at one input position, with the same attributes: a weight that the forward pass reads as a Conv weight and
+2. **One meaning per constant.** Every initializer is read by nodes of one op type, at one input
+   position, with the same attributes. A weight that the forward pass reads as a Conv weight and
    the backward pass as a ConvTranspose weight, or that a forward Gemm reads with transB=1 and a
-   backward Gemm with transB=0, becomes one constant per reader kind (the op adapters emit the
-   transposed, flipped or sign-split weights the backward pass needs as constants of their own
-   already; this catches whatever is left).
+   backward Gemm with transB=0, becomes one constant per kind of reader (OpenVINO computes wrong
+   results otherwise): each reader kind gets its own copy here. (Weights the backward pass needs
+   in another form are constants of their own anyway, computed when the graph is compiled: the
+   flipped Conv weights, MatMul's transposed ones, the LRP rules' sign-split and modified ones.)
+   Before that, equal constants are merged and then equal nodes (same op, attributes and inputs):
+   methods compiled together that share a backward pass (gradient, input_t_gradient,
+   gradient.baseline) compute it once.
 3. **No intermediate shape symbols.** The graph keeps no value_info (engines infer intermediate
    shapes themselves; a stored symbol such as the sampling methods' samples x batch dimension, or
    a symbolic batch where the caller fixes the input shape, is what some engines cannot unify).
@@ -101,15 +105,27 @@ def _float_types(model: onnx.ModelProto) -> dict:
 
 def meaning(node: onnx.NodeProto, index: int) -> tuple:
     """What a node does with its input `index`: op type, domain, position and attributes."""
-    attrs = tuple(sorted((a.name, onnx.helper.printable_attribute(a)) if a.type != onnx.AttributeProto.TENSOR
-                         else (a.name, a.t.SerializeToString(deterministic=True)) for a in node.attribute))
-    return node.op_type, node.domain, index, attrs
+    return node.op_type, node.domain, index, _attributes(node)
+
+
+def _attributes(node: onnx.NodeProto) -> tuple:
+    """A node's attributes as a comparable key; tensor attributes by type, shape and contents (not name)."""
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.TENSOR:
+            t = onnx.TensorProto()
+            t.CopyFrom(a.t)
+            t.ClearField("name")
+            out.append((a.name, t.SerializeToString(deterministic=True)))
+        else:
+            out.append((a.name, a.SerializeToString(deterministic=True)))
+    return tuple(sorted(out))
 
 
 def _merge_equal_constants(graph):
     """Initializers with equal type, shape and bytes become one (methods compiled together emit the
     same transposed weights each); the readers of the others read the first."""
-    outputs = {o.name for o in graph.output}
+    outputs = {o.name for o in graph.output} | {i.name for i in graph.input}  # (old models list weights as inputs)
     first, rename = {}, {}
     for t in graph.initializer:
         if t.name in outputs or t.data_location == onnx.TensorProto.EXTERNAL:
@@ -142,7 +158,7 @@ def _merge_equal_nodes(graph):
             keep.append(node)
             continue
         key = (node.op_type, node.domain, tuple(node.input), len(node.output),
-               tuple(sorted(a.SerializeToString(deterministic=True) for a in node.attribute)))
+               _attributes(node))
         if key in seen:
             rename.update(zip(node.output, seen[key].output))
         else:
@@ -175,7 +191,7 @@ def _one_meaning_per_constant(graph, fresh):
 
 
 def _drop_unused_initializers(graph):
-    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
     keep = [t for t in graph.initializer if t.name in used]
     if len(keep) != len(graph.initializer):
         del graph.initializer[:]
@@ -222,19 +238,6 @@ def violations(model: onnx.ModelProto, shapes: dict | None = None) -> list[str]:
             if d.dim_param and d.dim_param not in defined:
                 problems.append(f"output '{out.name}' names dimension '{d.dim_param}', which no input defines")
     return problems
-
-
-def ranks(model: onnx.ModelProto) -> dict:
-    """{tensor name: rank} from onnx shape inference (for the 0-D checks of computed tensors)."""
-    from .load import infer_shapes
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    infer_shapes(copy)
-    out = {}
-    for v in list(copy.graph.value_info) + list(copy.graph.output) + list(copy.graph.input):
-        if v.type.tensor_type.HasField("shape"):
-            out[v.name] = len(v.type.tensor_type.shape.dim)
-    return out
 
 
 def check(model: onnx.ModelProto, shapes: dict | None = None):

@@ -88,8 +88,9 @@ def test_normal_form_fills_a_middle_empty_input_with_its_default():
 def test_explainers_are_in_the_normal_form(arch, methods):
     """export() enforces the form; here it is checked again from the file's side, the compile
     shared no weight between forward and backward readers, and the graph stores no shape symbols."""
-    model = nnxplain.compile(str(ROOT / "models" / "archs" / f"{arch}.onnx"), methods,
-                             params={"augment_by_n": 2, "steps": 2})
+    params = {f"{m}.{k}": 2 for m, k in (("integrated_gradients", "steps"), ("smoothgrad", "augment_by_n"),
+                                          ("vargrad", "augment_by_n")) if m in methods}
+    model = nnxplain.compile(str(ROOT / "models" / "archs" / f"{arch}.onnx"), methods, params=params)
     assert portable.violations(model) == []
     assert not model.graph.value_info
     assert all(name for node in model.graph.node for name in node.input)

@@ -93,10 +93,10 @@ def test_noise_methods_equal_captum_noise_tunnel_with_the_same_noise(monkeypatch
     expected = NoiseTunnel(Saliency(net)).attribute(x, nt_type=nt_type, nt_samples=n, stdevs=scale, target=target,
                                                     abs=False).detach().numpy()
     out, model = run(name, method, x, feeds={f"{method}/noise": unit},
-                     params={"augment_by_n": n, "noise_scale": scale, **params})
+                     params={"augment_by_n": n, "noise_scale": scale, "noise": "input", **params})
     assert relative_error(out, expected) < TOL
     chunked, _ = run(name, method, x, feeds={f"{method}/noise": unit},
-                     params={"augment_by_n": n, "noise_scale": scale, "chunk": 3, **params})
+                     params={"augment_by_n": n, "noise_scale": scale, "chunk": 3, "noise": "input", **params})
     assert relative_error(chunked, expected) < TOL
 
 
@@ -128,7 +128,7 @@ def test_any_backward_method_can_be_smoothed(tmp_path):
     (tmp_path / "smooth_lrp.toml").write_text(
         'description = "SmoothGrad over LRP-epsilon"\nkind = "sampling"\nbase = "lrp.epsilon"\n'
         '[sampling]\ninputs = "noise"\nreduce = "mean"\n'
-        '[params]\naugment_by_n = 5\nnoise_scale = 0.5\nseed = 0\nepsilon = 0.01\n')
+        '[params]\naugment_by_n = 5\nnoise_scale = 0.5\nseed = 0\nepsilon = 0.01\nnoise = "input"\n')
     x = batch("lenet_bn")
     unit = noise((5,) + tuple(x.shape), seed=0)
     neuron = np.array([1, 4, 7], np.int64)

@@ -34,8 +34,6 @@ def transpose(e, node, dy, w):
             return e.Conv(dy, flipped_transpose(e, w, group, n), pads=conv_pads, dilations=dilations, group=group)
     begin, end, extra = transpose_pads(static_dims(x, "Conv's transpose", 2), static_dims(y, "Conv's transpose", 2),
                                        kernel, strides, dilations, pads[:n])
-    if isinstance(w, gs.Constant):  # the ConvTranspose reads a constant of its own (see portable.py)
-        w = e.const(w.values)
     return e.ConvTranspose(dy, w, strides=strides, dilations=dilations, pads=begin + end,
                            output_padding=extra, group=group)
 

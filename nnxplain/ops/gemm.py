@@ -14,8 +14,6 @@ def transpose(e, node, dy, w):
     """dA for Y = alpha * op(A) @ op(W)."""
     alpha = node.attrs.get("alpha", 1.0)
     trans_a, trans_b = node.attrs.get("transA", 0), node.attrs.get("transB", 0)
-    if not trans_a and isinstance(w, gs.Constant):  # op(W)^T as a constant of its own, computed now
-        return e.Gemm(dy, e.const(w.values if trans_b else w.values.T), alpha=alpha)
     if not trans_a:
         return e.Gemm(dy, w, alpha=alpha, transB=1 - trans_b)
     return e.Gemm(w, dy, alpha=alpha, transA=trans_b, transB=1)

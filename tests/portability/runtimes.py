@@ -11,9 +11,6 @@ import sys
 
 import numpy as np
 
-PYTHON_RUNTIMES = ("onnxruntime", "reference", "openvino", "tract")
-
-
 def run_onnxruntime(path, feeds):
     import onnxruntime as ort
     options = ort.SessionOptions()

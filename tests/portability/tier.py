@@ -19,6 +19,7 @@ BAND_FACTOR times that distance of the float64 result. Whatever an engine cannot
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -297,7 +298,6 @@ def run_tier(workdir: Path | None = None) -> dict:
     disputed = sorted({case for items in first.values() for case, v in items if v.reason == "needs the float64 judge"})
     float64 = {}
     if disputed:  # the float64 judge, two cases at a time
-        import multiprocessing
         with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
             float64 = dict(zip(disputed, pool.map(float64_judge, [by_id[c] for c in disputed])))
     verdicts = verdicts_with(float64)
