@@ -12,7 +12,7 @@ dataset's batches, runs the task and adds the results up:
   sending them back.
 
 Both engines cut the dataset into the same batches, and everything random is seeded per batch
-(`nnxplain.evaluate.batch_seed`), so they give the same numbers.
+(`nnxplain.data.batch_seed`), so they give the same numbers.
 
 `analyze` writes its explanations to a folder of shards (`write_explanations` layout below) that
 `read_explanations` reads back.
