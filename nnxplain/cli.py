@@ -534,7 +534,7 @@ def _picture_labels(indices, scores, neurons, truth) -> list[str]:
 
 def _run_batched(sess, outputs, feeds, name, batch_size, seeds):
     """The explainer run on `feeds` batch by batch (memory: one batch's intermediates), each batch's
-    noise for input `name` from its seed (`evaluate.batch_seed`): (scores, {output: explanation})."""
+    noise for input `name` from its seed (`data.batch_seed`): (scores, {output: explanation})."""
     from .data import batch_seed
     from .runtime import run
     from .sampling import noise_feeds

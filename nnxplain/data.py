@@ -184,9 +184,7 @@ class Dataset:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    @property
-    def has_labels(self) -> bool:
-        return getattr(self, "labels", getattr(self, "y", None)) is not None
+    has_labels = False  # whether the samples have labels (an ImageFolder's classes, an .npz's y)
 
     def batches(self, batch_size: int) -> list[BatchRef]:
         if batch_size < 1:
@@ -233,6 +231,7 @@ class ArrayDataset(Dataset):
                 pass
         if self.x.ndim == 0:
             raise NnxplainError(f"{self.path}: the data must be a batch (samples first), got a scalar")
+        self.has_labels = self.y is not None
 
     def __getstate__(self):  # a memory map is reopened where it is read, not copied
         return {"path": self.path} if self.path.endswith(".npy") else self.__dict__
@@ -256,6 +255,7 @@ class ImageDataset(Dataset):
     def __init__(self, files: list[str], labels: list[int] | None, classes: list[str] | None,
                  preprocess: Preprocess, expect: tuple | None, skip_bad: bool, where: str):
         self.files, self.labels, self.classes = files, labels, classes
+        self.has_labels = labels is not None
         self.preprocess, self.skip_bad, self.where = preprocess, skip_bad, where
         channels = preprocess.channels
         if channels is None:
@@ -291,8 +291,7 @@ class ImageDataset(Dataset):
                 reason = self._mismatch(x.shape)
             if reason is not None:
                 if not self.skip_bad:
-                    raise NnxplainError(f"{path}: {reason}" + ("" if "--" in reason else
-                                                               "; fix or remove it, or pass --skip-bad"))
+                    raise NnxplainError(f"{path}: {reason} (--skip-bad skips such files)")
                 skipped.append((path, reason))
                 continue
             arrays.append(x)

@@ -6,13 +6,13 @@ result, and `add(total, partial)` that sums partial results in any grouping. An 
 dataset's batches, runs the task and adds the results up:
 
 - `LocalEngine` (the default): one process, batches one after the other, ONNX Runtime's own
-  threads; memory is bounded by one batch.
+  threads, the next batch read while one runs; memory is bounded by two batches.
 - `nnxplain.ray_engine.RayEngine` (`--engine ray`): the batches are spread over an actor pool of
   Ray Data; each actor holds one session and adds the results of the batches it is given before
   sending them back.
 
 Both engines cut the dataset into the same batches, and everything random is seeded per batch
-(`nnxplain.evaluate.batch_seed`), so they give the same numbers.
+(`nnxplain.data.batch_seed`), so they give the same numbers.
 
 `analyze` writes its explanations to a folder of shards (`write_explanations` layout below) that
 `read_explanations` reads back.

@@ -94,13 +94,13 @@ def perturbation_curve(scorer: Scorer, x: np.ndarray, relevance: np.ndarray, cla
     stats = {"region_mean": _region_mean(x, region), "mean": x.mean((0, 2, 3), keepdims=True),
              "std": x.std((0, 2, 3), keepdims=True), "low": x.min(), "high": x.max()}
     masks = np.zeros((n, h, w), bool)
-    images = np.arange(n)
-    curve = [scorer(x)[images, classes]]  # step by step: memory holds one perturbed copy of x, not steps + 1
+    every = np.arange(n)
+    curve = [scorer(x)[every, classes]]  # step by step: memory holds one perturbed copy of x, not steps + 1
     for k in range(steps):
         r, c = np.divmod(order[:, k], cols)
         for i in range(n):
             masks[i, r[i] * region:(r[i] + 1) * region, c[i] * region:(c[i] + 1) * region] = True
-        curve.append(scorer(perturb(x, masks, how, stats, rng))[images, classes])
+        curve.append(scorer(perturb(x, masks, how, stats, rng))[every, classes])
     return np.stack(curve)
 
 
