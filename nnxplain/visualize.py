@@ -305,6 +305,19 @@ def _channels(x: np.ndarray) -> int:
     return x.shape[1] if x.ndim == 4 else 1
 
 
+def image_png(images: list[np.ndarray], scale: int = 8) -> bytes:
+    """Several RGB images side by side, each pixel drawn as scale x scale (Pillow; no labels: the
+    per-input pictures that `analyze -o FOLDER --pictures` writes by the thousand)."""
+    from PIL import Image
+    strip = np.concatenate([np.pad(im, ((1, 1), (1, 1), (0, 0)), constant_values=1.0) for im in images], axis=1)
+    pixels = (np.clip(strip, 0, 1) * 255 + 0.5).astype(np.uint8)
+    picture_ = Image.fromarray(pixels, "RGB")
+    picture_ = picture_.resize((picture_.width * scale, picture_.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture_.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _png(fig, plt) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
