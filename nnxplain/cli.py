@@ -283,7 +283,10 @@ def _version() -> str:
 
 
 def _suffix(path: str, suffix: str, what: str):
-    """-o must name the file as what it is: a file written under another extension misleads."""
+    """-o must name a file (checked first, before any work) and name it as what it is: a file written
+    under another extension misleads."""
+    from .runtime import check_output_name
+    check_output_name(path)
     if not str(path).lower().endswith(suffix):
         raise NnxplainError(f"-o {path}: {what} is written as {suffix}; name the file *{suffix}")
 

@@ -213,8 +213,9 @@ class ArrayDataset(Dataset):
         self._open()
 
     def _open(self):
-        from .runtime import load_array
+        from .runtime import load_array, load_arrays
         if self.path.endswith(".npy"):
+            load_arrays(self.path, "a readable .npy/.npz file")  # the header against the file, before the map
             try:
                 self.x = np.load(self.path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
@@ -225,8 +226,9 @@ class ArrayDataset(Dataset):
             self.y = None
             try:
                 with np.load(self.path, allow_pickle=False) as data:
-                    if "y" in data and "x" in data and len(data["y"]) == len(self.x):
-                        self.y = np.asarray(data["y"]).reshape(len(self.x), -1)[:, 0].astype(np.int64)
+                    if "y" in data and "x" in data and data["y"].ndim >= 1 and len(data["y"]) == len(self.x):
+                        y = np.asarray(data["y"])
+                        self.y = (y.reshape(len(y), -1) if y.size else np.zeros((len(y), 1)))[:, 0].astype(np.int64)
             except (OSError, ValueError, AttributeError):
                 pass
         if self.x.ndim == 0:
@@ -363,6 +365,8 @@ def open_dataset(spec: str | os.PathLike, preprocess: Preprocess | None = None, 
             files, labels, classes = [spec], None, None
         else:
             raise NnxplainError(f"{spec}: give a .npy / .npz array, a folder of images or a glob of images")
+    elif os.path.exists(spec):  # a FIFO would block, a device never ends
+        raise NnxplainError(f"{spec}: not a readable .npy/.npz file (not a regular file)")
     else:
         raise NnxplainError(f"{spec}: no such file or folder")
     dataset = ImageDataset(files, labels, classes, preprocess, expect, skip_bad, spec)

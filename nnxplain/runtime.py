@@ -222,8 +222,9 @@ def write_files(files: dict):
             os.unlink(backup)
 
 
-def _stage(path, data: bytes) -> str:
-    """`data` in a new temporary file beside `path`, with the mode a plain open() would give."""
+def check_output_name(path) -> str:
+    """`path` if it can name a new file (not empty, not a folder, not too long, in a folder that
+    exists), else one clear error: checked before any work whose result it would hold."""
     path = os.fspath(path)
     if not path or path.endswith(os.sep):
         raise NnxplainError(f"'{path}': not a file name")
@@ -235,6 +236,13 @@ def _stage(path, data: bytes) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise NnxplainError(f"{path}: the folder {folder} does not exist")
+    return path
+
+
+def _stage(path, data: bytes) -> str:
+    """`data` in a new temporary file beside `path`, with the mode a plain open() would give."""
+    path = check_output_name(path)
+    folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".nnxplain-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

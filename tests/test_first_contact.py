@@ -119,7 +119,7 @@ def test_an_explainer_given_as_patterns_is_named_without_numpy_pickle_talk(tmp_p
     assert main(["analyze", str(DIGITS), "-m", "pattern.net", "--patterns", str(explainer), "-i", str(TEST),
                  "-o", str(tmp_path / "r.npy")]) == 2
     err = capsys.readouterr().err
-    assert "not a patterns file written by `nnxplain fit` (not an npz archive)" in err and "pickle" not in err
+    assert "not a patterns file written by `nnxplain fit` (neither .npy nor .npz)" in err and "pickle" not in err
 
 
 @pytest.mark.parametrize("region, message", [

@@ -20,6 +20,7 @@ from onnx import numpy_helper as nh
 
 import nnxplain
 from models import zoo
+from nnxplain.methods import load_method
 from nnxplain.runtime import session
 from nnxplain.sampling import noise_feeds
 
@@ -717,16 +718,17 @@ def test_an_empty_batch_gives_empty_explanations(name):
     path = ZOO_DIR / f"{name}.onnx"
     x = np.zeros((0, *zoo.MODELS[name][1]), np.float32)
     patterns = stand_in_patterns(onnx.load(str(path)))
-    needs = {"deep_taylor.bounded": {"low": -1.0, "high": 1.0}, "epsilon_gamma_box": {"low": -1.0, "high": 1.0},
-             "lrp.alpha_beta": {"alpha": 2.0}}
+    stand_ins = {"low": -1.0, "high": 1.0, "alpha": 2.0}  # for the parameters without a default
     for method in ALL_METHODS + ["pattern.net", "pattern.attribution"]:
-        analyzer = nnxplain.create_analyzer(method, path, patterns=patterns, **needs.get(method, {}))
+        needs = {k: stand_ins[k] for k in load_method(method).required}
+        analyzer = nnxplain.create_analyzer(method, path, patterns=patterns, **needs)
         assert analyzer.analyze(x).shape == x.shape, method
     for method in ("occlusion", "lime"):
         assert run_perturbation(method, path, x).shape == x.shape, method
 
 
-DENORMAL_METHODS = ["lrp.z_IB", "lrp.z_plus", "lrp.z_plus_fast", "deep_taylor", "lrp.alpha_2_beta_1_IB",
+# deep_taylor.conservative: z+ at every layer (iNNvestigate's deep_taylor refuses the Sigmoid / Tanh of mlp, conv1d)
+DENORMAL_METHODS = ["lrp.z_IB", "lrp.z_plus", "lrp.z_plus_fast", "deep_taylor.conservative", "lrp.alpha_2_beta_1_IB",
                     "lrp.alpha_1_beta_0_IB", "lrp.flat", "lrp.w_square", "lrp.epsilon_IB", "lrp.z", "lrp.epsilon",
                     "epsilon_plus_flat", "lrp.sequential_preset_a_flat"]
 

@@ -170,5 +170,5 @@ def test_noise_does_not_depend_on_the_batch_and_needs_no_host():
 
 
 def test_noise_source_must_be_graph_or_input():
-    with pytest.raises(nnxplain.NnxplainError, match="noise must be 'graph'"):
+    with pytest.raises(nnxplain.NnxplainError, match="parameter 'noise' must be 'graph'"):
         nnxplain.compile(str(ROOT / "models" / "mlp.onnx"), ["smoothgrad"], params={"noise": "host"})

@@ -32,6 +32,8 @@ VALID = {
     "steps": st.integers(1, 6),
     "augment_by_n": st.integers(1, 6),
     "chunk": st.integers(0, 3),
+    "riemann": st.sampled_from(["right", "left", "middle", "trapezoid"]),
+    "noise": st.sampled_from(["graph", "input"]),
     "postprocess": st.sampled_from(["none", "abs", "square"]),
     "pattern_type": st.sampled_from(["linear", "relu"]),
     "patch": st.integers(1, 4),

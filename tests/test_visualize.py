@@ -118,15 +118,13 @@ def test_pictures_draw_at_most_16_inputs_and_say_so(tmp_path, capsys):
 
 
 def test_labels_name_the_input_its_true_class_and_the_explained_score():
-    from types import SimpleNamespace
-
     from nnxplain.cli import _picture_labels
     scores = np.array([[0.5, 2.25, -1.0], [3.0, 0.0, 1.0]])
-    args = SimpleNamespace(input=str(TEST))
     y = np.load(TEST)["y"]
-    labels = _picture_labels(args, [7, 9], scores, None)
+    labels = _picture_labels([7, 9], scores, None, y)
     assert labels == [f"#7  true {y[7]}\npredicted 1: 2.25", f"#9  true {y[9]}\npredicted 0: 3"]
-    assert _picture_labels(SimpleNamespace(input="x.npy"), [0], scores[:1], [2]) == ["#0\nexplained 2: -1"]
+    no_labels = np.full(len(y), -1)  # data without labels (an .npy, images not in class folders)
+    assert _picture_labels([0], scores[:1], [2], no_labels) == ["#0\nexplained 2: -1"]
 
 
 def test_figures_label_panels_and_draw_colour_bars(monkeypatch):
