@@ -459,7 +459,7 @@ def _analyze(args):
         names = [m if m in sampled else names[compiled.index(m)] for m in methods]
         results = {n: results[n] for n in names}
     from . import visualize as vis
-    scores = np.asarray(scores).reshape(len(x), -1)
+    scores = np.asarray(scores).reshape(len(x), -1) if len(x) else np.zeros((0, 0), np.float32)
     drawn = min(len(x), vis.MAX_PICTURES)
     cut = (f"the first {drawn} of {len(x)} inputs drawn (choose others with --select)"
            if drawn < len(x) else "")

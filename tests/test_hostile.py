@@ -720,7 +720,8 @@ def test_an_empty_batch_gives_empty_explanations(name):
     patterns = stand_in_patterns(onnx.load(str(path)))
     stand_ins = {"low": -1.0, "high": 1.0, "alpha": 2.0}  # for the parameters without a default
     for method in ALL_METHODS + ["pattern.net", "pattern.attribution"]:
-        needs = {k: stand_ins[k] for k in load_method(method).required}
+        m = load_method(method)
+        needs = {k: stand_ins[k] for k in m.required + m.optional[:1]}  # alpha_beta: one of alpha, beta
         analyzer = nnxplain.create_analyzer(method, path, patterns=patterns, **needs)
         assert analyzer.analyze(x).shape == x.shape, method
     for method in ("occlusion", "lime"):
