@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from ._version import __version__
 from .compiler import NEURON_INPUT, SELECTION_MODES, compile, resolve_methods
 from .errors import InternalError, NnxplainError, NnxplainWarning
 from .patterns import PATTERN_TYPES
@@ -79,7 +80,7 @@ def _silence_stdout():
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnxplain", description="Compile ONNX models into ONNX explainers.",
                                      epilog="`nnxplain COMMAND -h` describes a command's options.")
-    parser.add_argument("--version", action="version", version=f"nnxplain {_version()}")
+    parser.add_argument("--version", action="version", version=f"nnxplain {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND", title="commands")
 
     def common(p, several=True):
@@ -272,14 +273,6 @@ def _report_skipped(skipped, where=""):
         path, reason = skipped[0]
         print(f"skipped {len(skipped)} bad file{'s' if len(skipped) > 1 else ''}{where} "
               f"(the first: {path}: {reason})")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("nnxplain")
-    except PackageNotFoundError:  # a source tree that is not installed
-        return "(not installed)"
 
 
 def _suffix(path: str, suffix: str, what: str):
