@@ -9,7 +9,6 @@ the pair.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import onnx
@@ -17,7 +16,7 @@ from onnx import numpy_helper
 
 from .errors import NnxplainError
 from .load import _copy_fields
-from .runtime import write_atomic
+from .runtime import write_atomic, write_files
 
 # A model's serialized size must stay below 2 GiB; leave room for the graph beside the weights.
 INLINE_LIMIT = 2**31 - 2**27
@@ -45,8 +44,8 @@ def needs_external_data(model: onnx.ModelProto) -> bool:
 def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> list[str]:
     """Write `model` to `path`; return the files written. external_data: True puts the weights into
     `<path>.data` beside it, False keeps one file (an error above 2 GiB), None (default) does the
-    former only when the model is too large for one file. Nothing is half-written: each file is
-    written under a temporary name and renamed. `model` is not changed."""
+    former only when the model is too large for one file. Nothing is half-written: the .onnx and its
+    .data are written both or neither (runtime.write_files). `model` is not changed."""
     path = os.fspath(path)
     if external_data is None:
         external_data = needs_external_data(model)
@@ -56,46 +55,41 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | 
                                 f"than one ONNX file can hold (2 GiB); write it with external data")
         write_atomic(path, model.SerializeToString())
         return [path]
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise NnxplainError(f"{path}: the folder {folder} does not exist")
-    data_name = os.path.basename(path) + ".data"
-    fd, data_tmp = tempfile.mkstemp(dir=folder, prefix=".nnxplain-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as data:
-            light = _with_external_weights(model, data, data_name)
-        write_atomic(path, light.SerializeToString())
-        os.replace(data_tmp, os.path.join(folder, data_name))
-        os.chmod(os.path.join(folder, data_name), os.stat(path).st_mode & 0o777)
-    except BaseException:
-        if os.path.exists(data_tmp):
-            os.unlink(data_tmp)
-        raise
-    return [path, os.path.join(folder, data_name)]
+    light, parts = _external_layout(model, os.path.basename(path) + ".data")
+    write_files({path + ".data": lambda f: _write_parts(f, parts), path: light.SerializeToString()})
+    return [path, path + ".data"]
 
 
-def _with_external_weights(model: onnx.ModelProto, data, location: str) -> onnx.ModelProto:
-    """A copy of `model` whose large initializers refer to `location`, their bytes written to `data`."""
+def _external_layout(model: onnx.ModelProto, location: str) -> tuple[onnx.ModelProto, list]:
+    """A copy of `model` whose large initializers refer to `location`, and (offset, tensor) of each
+    of them in that file: every tensor starts at a multiple of ALIGNMENT."""
     light = onnx.ModelProto()
     _copy_fields(model, light, skip="graph")
     _copy_fields(model.graph, light.graph, skip="initializer")
+    parts, end = [], 0
     for t in model.graph.initializer:
-        if tensor_nbytes(t) < EXTERNAL_MIN_BYTES:
+        size = tensor_nbytes(t)
+        if size < EXTERNAL_MIN_BYTES:
             light.graph.initializer.append(t)
             continue
-        raw = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
-        offset = data.tell()
-        padding = -offset % ALIGNMENT
-        data.write(b"\0" * padding)
-        data.write(raw)
+        offset = end + -end % ALIGNMENT
+        parts.append((offset, t))
+        end = offset + size
         ref = light.graph.initializer.add()
         ref.name, ref.data_type = t.name, t.data_type
         ref.dims.extend(t.dims)
         ref.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", str(offset + padding)), ("length", str(len(raw)))):
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(size))):
             entry = ref.external_data.add()
             entry.key, entry.value = key, value
-    return light
+    return light, parts
+
+
+def _write_parts(f, parts: list):
+    """The tensors' bytes at their offsets (zeros between them)."""
+    for offset, t in parts:
+        f.write(b"\0" * (offset - f.tell()))
+        f.write(t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes())
 
 
 def session_source(model: onnx.ModelProto, folder: str) -> str | bytes:

@@ -186,7 +186,8 @@ def write_atomic(path: str | os.PathLike, data: bytes):
 
 
 def write_files(files: dict):
-    """Write {path: bytes} all or nothing: each to a temporary file beside its target first, then
+    """Write {path: bytes, or a function that writes into the open binary file} all or nothing,
+    in order: each to a temporary file beside its target first, then
     renamed into place; a failure leaves no temporary file, no new file and every old one as it was
     (a write that fails half-way, a read-only folder, a full disk, a directory or a name too long
     for the file system). OSErrors become one clear NnxplainError naming the file."""
@@ -239,14 +240,15 @@ def check_output_name(path) -> str:
     return path
 
 
-def _stage(path, data: bytes) -> str:
-    """`data` in a new temporary file beside `path`, with the mode a plain open() would give."""
+def _stage(path, data) -> str:
+    """`data` (bytes, or a function that writes into the open file) in a new temporary file beside
+    `path`, with the mode a plain open() would give."""
     path = check_output_name(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".nnxplain-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.write(data) if isinstance(data, bytes) else data(f)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would

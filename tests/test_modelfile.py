@@ -123,3 +123,10 @@ def test_an_explainer_beyond_2_gib_is_written_and_run_with_external_data(tmp_pat
     assert relative_error(gradient, expected) < 1e-5
     # zero bias, every pre-activation positive: LRP-epsilon is input x gradient
     assert relative_error(epsilon, x * expected) < 1e-5
+
+
+def test_the_graph_and_its_weights_are_written_both_or_neither(tmp_path):
+    (tmp_path / "e.onnx.data").mkdir()  # the weights cannot be written there
+    with pytest.raises(nnxplain.NnxplainError, match="e.onnx.data: is a folder"):
+        modelfile.save(nnxplain.compile(DIGITS, ["gradient"]), tmp_path / "e.onnx", external_data=True)
+    assert sorted(os.listdir(tmp_path)) == ["e.onnx.data"]  # no .onnx pointing at missing weights, no temporary
