@@ -17,7 +17,7 @@ from .emitter import FLOAT, Emitter, static_dims
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
-from .load import IR_VERSION, _copy_fields, first_line, infer_shapes, load
+from .load import IR_VERSION, first_line, infer_shapes, load, without_initializers
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns
@@ -109,10 +109,7 @@ def source_of(model) -> tuple[str, str]:
     above protobuf's 2 GiB, and would copy all the weights at once)."""
     if isinstance(model, onnx.ModelProto):
         digest = hashlib.sha256()
-        light = onnx.ModelProto()
-        _copy_fields(model, light, skip="graph")
-        _copy_fields(model.graph, light.graph, skip="initializer")
-        digest.update(light.SerializeToString(deterministic=True))
+        digest.update(without_initializers(model).SerializeToString(deterministic=True))
         for tensor in model.graph.initializer:
             digest.update(tensor.SerializeToString(deterministic=True))
         return "", digest.hexdigest()

@@ -191,9 +191,7 @@ def infer_shapes(proto: onnx.ModelProto, data_prop: bool = False, check: bool = 
     a copy without the large initializers; the inferred value_info is put into `proto` (returned)."""
     graph = proto.graph
     big = {t.name for t in graph.initializer if _nbytes(t) > LIGHT_BYTES}
-    light = onnx.ModelProto()
-    _copy_fields(proto, light, skip="graph")
-    _copy_fields(graph, light.graph, skip="initializer")
+    light = without_initializers(proto)
     g = light.graph
     g.initializer.extend(t for t in graph.initializer if t.name not in big)
     declared = {t.name for t in g.input}
@@ -210,6 +208,15 @@ def infer_shapes(proto: onnx.ModelProto, data_prop: bool = False, check: bool = 
     for out in graph.output:
         out.type.CopyFrom(outputs[out.name].type)
     return proto
+
+
+def without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model with everything but the graph's initializers (which a caller adds back
+    as it needs: some, all as references, or none), so that no weight is copied."""
+    light = onnx.ModelProto()
+    _copy_fields(proto, light, skip="graph")
+    _copy_fields(proto.graph, light.graph, skip="initializer")
+    return light
 
 
 def _copy_fields(source, target, skip: str):

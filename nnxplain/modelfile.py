@@ -15,7 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import NnxplainError
-from .load import _copy_fields
+from .load import without_initializers
 from .runtime import write_atomic, write_files
 
 # A model's serialized size must stay below 2 GiB; leave room for the graph beside the weights.
@@ -63,9 +63,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | 
 def _external_layout(model: onnx.ModelProto, location: str) -> tuple[onnx.ModelProto, list]:
     """A copy of `model` whose large initializers refer to `location`, and (offset, tensor) of each
     of them in that file: every tensor starts at a multiple of ALIGNMENT."""
-    light = onnx.ModelProto()
-    _copy_fields(model, light, skip="graph")
-    _copy_fields(model.graph, light.graph, skip="initializer")
+    light = without_initializers(model)
     parts, end = [], 0
     for t in model.graph.initializer:
         size = tensor_nbytes(t)
