@@ -111,9 +111,10 @@ def captum_runner(name: str, net, params: dict):
 
 
 def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: dict | None = None, twin=None,
-          threads: int = 0, memory: bool = True, progress: bool = True, seed: int = 0) -> dict:
+          threads: int = 0, memory: bool = True, progress: bool = True, seed: int = 0, patterns=None) -> dict:
     """{"forward_ms", "rows": [{method, compile_s, ms, ratio, peak_mb, captum_ms, captum_ratio,
-    captum_vs_nnxplain}], "torch_forward_ms"} for each method on a random batch."""
+    captum_vs_nnxplain}], "torch_forward_ms"} for each method on a random batch. patterns: fitted
+    patterns for the pattern methods, as `nnxplain.compile` takes them."""
     from . import compile as compile_explainer
     from .load import load
     from .methods import load_method
@@ -144,7 +145,7 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
         mine = {k.split(".", 1)[1] if k.startswith(name + ".") else k: v for k, v in params.items()
                 if k.startswith(name + ".") or ("." not in k and k in method.settable())}
         start = time.perf_counter()
-        explainer = compile_explainer(source, [name], params=mine)
+        explainer = compile_explainer(source, [name], params=mine, patterns=patterns)
         compile_s = time.perf_counter() - start
         data = explainer.SerializeToString()
         session = make_session(data, threads)
