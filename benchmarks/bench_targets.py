@@ -67,17 +67,38 @@ METHODS = [t.key for t in TARGETS[:7]]
 PARAMS = {"integrated_gradients.steps": 32}
 
 
+def import_zennit():
+    """zennit imports torchvision, and the torchvision wheels on this index are CUDA builds whose import
+    fails beside a CPU torch (`operator torchvision::nms does not exist`). Its Python model code needs
+    no C++ op: define the two operator schemas its meta registrations decorate, then import again."""
+    try:
+        import zennit  # noqa: F401
+    except RuntimeError as exc:
+        if "torchvision::nms" not in str(exc):
+            raise
+        for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "zennit")]:
+            del sys.modules[name]
+        library = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import_zennit.library = library  # kept alive: the schemas go with it
+        import zennit  # noqa: F401
+
+
 def zennit_epsilon_plus_flat(net: torch.nn.Module):
     """(x, target) -> relevance by zennit's EpsilonPlusFlat composite, or a string saying why there is none."""
     try:
+        import_zennit()
         from zennit.attribution import Gradient
+        from zennit.canonizers import SequentialMergeBatchNorm
         from zennit.composites import EpsilonPlusFlat
-    except Exception as exc:  # not installed, or its torchvision import fails (see benchmarks/README)
+    except Exception as exc:  # not installed (see benchmarks/README for how)
         return f"zennit not importable ({type(exc).__name__})"
 
     def run(x, target):
-        with Gradient(net, EpsilonPlusFlat()) as attributor:
-            _, relevance = attributor(x, torch.nn.functional.one_hot(target, 1000).float())
+        composite = EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()])  # BatchNorm folded, as nnxplain does
+        with Gradient(net, composite) as attributor:
+            _, relevance = attributor(x, torch.nn.functional.one_hot(target, bench_models.NUM_CLASSES).float())
         return relevance
     return run
 
