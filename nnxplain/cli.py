@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="the explainer .onnx to write")
     p.add_argument("--external-data", action="store_true", default=None,
                    help="write the weights to OUT.data beside the .onnx (automatic above protobuf's 2 GiB)")
+    p.add_argument("--store-shapes", action="store_true",
+                   help="store every intermediate tensor's shape, for ONNX Runtime: deep explainers then load "
+                        "in linear time (not for engines that fix the input shape first, e.g. tract)")
     p.set_defaults(run=_compile)
 
     p = sub.add_parser("analyze", help="compile and run: explain the inputs (an array or a folder of images)")
@@ -349,6 +352,9 @@ def _compile(args):
     from .modelfile import save
     _suffix(args.out, ".onnx", "the explainer (an ONNX model)")
     model = _compile_args(args)
+    if args.store_shapes:
+        from .portable import store_shapes
+        store_shapes(model)
     written = save(model, args.out, external_data=args.external_data)
     outputs = ", ".join(o.name for o in model.graph.output)
     print(f"wrote {' and '.join(written)} (outputs: {outputs})")

@@ -39,12 +39,32 @@ def session(model: onnx.ModelProto | bytes | str, providers=None, threads: int =
     opts.intra_op_num_threads = threads
     with tempfile.TemporaryDirectory(prefix="nnxplain-") as folder:
         if isinstance(model, onnx.ModelProto):
-            from .modelfile import session_source  # (modelfile writes files with write_atomic, below)
-            model = session_source(model, folder)  # bytes, or a path with external data above 2 GiB
+            model = _with_shapes(model, folder)
         try:
             return ort.InferenceSession(model, opts, providers=wanted or ["CPUExecutionProvider"])
         except Exception as exc:
             raise NnxplainError(f"ONNX Runtime could not load the model: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _with_shapes(model: onnx.ModelProto, folder: str):
+    """What ONNX Runtime loads for `model`: its bytes (or a path, with external data above 2 GiB),
+    with the intermediate shapes stored while they are serialized (the model is left as it was).
+    Without them ONNX Runtime's load time grows with the square of the depth (portable.py, rule 3)."""
+    from . import portable
+    from .modelfile import session_source  # (modelfile writes files with write_atomic, below)
+    if model.graph.value_info:
+        return session_source(model, folder)
+    output_types = [onnx.TypeProto.FromString(o.type.SerializeToString()) for o in model.graph.output]
+    try:
+        try:
+            portable.store_shapes(model)
+        except Exception:  # a model shape inference cannot follow: ONNX Runtime infers what it can itself
+            del model.graph.value_info[:]
+        return session_source(model, folder)
+    finally:
+        del model.graph.value_info[:]
+        for out, kind in zip(model.graph.output, output_types):
+            out.type.CopyFrom(kind)
 
 
 def run(sess: ort.InferenceSession, outputs, feeds: dict) -> list:

@@ -96,6 +96,41 @@ def test_explainers_are_in_the_normal_form(arch, methods):
     assert all(name for node in model.graph.node for name in node.input)
 
 
+def test_stored_shapes_name_only_the_inputs_symbols_and_change_no_number(tmp_path):
+    """`compile --store-shapes` (and nnxplain's own sessions, in memory) store every intermediate
+    shape, which ONNX Runtime needs to load deep explainers in linear time; a symbol inference made
+    up (smoothgrad's samples x batch) stays unnamed, and the numbers are those of the plain file."""
+    from nnxplain import cli
+    from nnxplain.runtime import session
+    model_path = str(ROOT / "models" / "digits_cnn.onnx")
+    plain, shaped = tmp_path / "plain.onnx", tmp_path / "shaped.onnx"
+    common = ["compile", model_path, "--method", "gradient", "--method", "smoothgrad", "--param", "augment_by_n=3"]
+    assert cli.main(common + ["-o", str(plain)]) == 0
+    assert cli.main(common + ["--store-shapes", "-o", str(shaped)]) == 0
+    stored = onnx.load(str(shaped))
+    inputs = {d.dim_param for v in stored.graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
+    assert inputs  # the model's own batch symbol
+    outputs = {o.name for o in stored.graph.output}
+    assert {n for node in stored.graph.node for n in node.output} - outputs <= {v.name for v in stored.graph.value_info}
+    symbols = {d.dim_param for v in list(stored.graph.value_info) + list(stored.graph.output)
+               for d in v.type.tensor_type.shape.dim if d.dim_param}
+    assert symbols <= inputs
+    x = np.random.default_rng(0).standard_normal((5, *[d.dim_value for d in stored.graph.input[0].type.tensor_type.shape.dim[1:]])).astype(np.float32)
+    feeds = {stored.graph.input[0].name: x}
+    want = session(plain.read_bytes()).run(None, feeds)  # bytes: loaded as written, no shapes added
+    got = session(str(shaped)).run(None, feeds)
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_session_stores_the_shapes_in_memory_and_leaves_the_model_as_it_was():
+    from nnxplain.runtime import session
+    explainer = nnxplain.compile(str(ROOT / "models" / "digits_cnn.onnx"), ["gradient"])
+    before = explainer.SerializeToString()
+    session(explainer)
+    assert explainer.SerializeToString() == before
+
+
 # ------------------------------------------------------------------------------------ metadata
 
 def test_metadata_says_what_the_explainer_computes(tmp_path):
