@@ -17,7 +17,7 @@ from .emitter import FLOAT, Emitter, static_dims
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
-from .load import IR_VERSION, first_line, infer_shapes, load, without_initializers
+from .load import IR_VERSION, LIGHT_BYTES, first_line, infer_shapes, load, without_initializers
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .patterns import BoundPatterns
@@ -69,7 +69,7 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
-    model_arg = model
+    source = source_of(model)  # first, while no copy of the weights is alive
     graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax))
     gc.collect()  # the loaded model and canonicalization's graph: a copy of the weights each (see without_gc)
     graph.toposort()
@@ -99,8 +99,23 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
             graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
             graph.outputs.append(out)
     model = export(graph)
-    describe(model, source_of(model_arg), resolved, neuron_selection, y.name, keep_softmax)
+    describe(model, source, resolved, neuron_selection, y.name, keep_softmax)
     return model
+
+
+def _stash_constants(graph: gs.Graph) -> dict:
+    """{name: values} of the graph's large constants, whose values in the graph become placeholders
+    (a TensorProto with their type and shape, no data): export_onnx then converts no weight."""
+    moved = {}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and not isinstance(tensor._values, gs.ir.tensor.LazyValues) \
+                and tensor.values.nbytes > LIGHT_BYTES:
+            values = tensor.values
+            moved[tensor.name] = values
+            placeholder = onnx.TensorProto(name=tensor.name, dims=values.shape,
+                                           data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype))
+            tensor.values = gs.ir.tensor.LazyValues(placeholder)
+    return moved
 
 
 def source_of(model) -> tuple[str, str]:
@@ -412,9 +427,15 @@ def prune(graph: gs.Graph) -> gs.Graph:
 
 
 def export(graph: gs.Graph) -> onnx.ModelProto:
+    """The ONNX model of `graph`, in the portable normal form and checked. The graph's large
+    constants are moved into the model, not copied (their values are gone from the graph after)."""
     opset = graph.opset
     prune(graph).toposort()
+    moved = _stash_constants(graph)
     model = gs.export_onnx(graph)
+    for tensor in model.graph.initializer:  # one weight at a time: no second copy of all of them
+        if tensor.name in moved:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(moved.pop(tensor.name), tensor.name))
     model.ir_version = IR_VERSION
     del model.opset_import[:]
     model.opset_import.append(onnx.helper.make_opsetid("", opset))

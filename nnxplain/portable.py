@@ -35,6 +35,7 @@ writes is put into this form at export (`normalize`) and then checked (`violatio
 from __future__ import annotations
 
 import collections
+import hashlib
 
 import numpy as np
 import onnx
@@ -134,20 +135,25 @@ def _merge_equal_constants(graph):
     same transposed weights each); the readers of the others read the first."""
     outputs = {o.name for o in graph.output} | {i.name for i in graph.input}  # (old models list weights as inputs)
     first, rename = {}, {}
+    tensors = {t.name: t for t in graph.initializer}
     for t in graph.initializer:
         if t.name in outputs or t.data_location == onnx.TensorProto.EXTERNAL:
             continue
-        key = (t.data_type, tuple(t.dims), t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes())
-        if key in first:
+        key = (t.data_type, tuple(t.dims), hashlib.sha256(_bytes(t)).digest())  # a digest: no copy of every weight
+        if key in first and _bytes(tensors[first[key]]) == _bytes(t):
             rename[t.name] = first[key]
         else:
-            first[key] = t.name
+            first.setdefault(key, t.name)
     if not rename:
         return
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name in rename:
                 node.input[i] = rename[name]
+
+
+def _bytes(t: onnx.TensorProto) -> bytes:
+    return t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
 
 
 def _merge_equal_nodes(graph):
@@ -184,25 +190,21 @@ def _one_meaning_per_constant(graph, fresh):
             if name in inits:
                 readers[name][meaning(node, i)].append((node, i))
     outputs = {o.name for o in graph.output}
-    copies = []
     for name, by_meaning in readers.items():
         kinds = list(by_meaning.values())
         for uses in kinds[0 if name in outputs else 1:]:  # the first kind keeps the name
-            copy = onnx.TensorProto()
+            copy = graph.initializer.add()  # (extend would copy each copy once more)
             copy.CopyFrom(inits[name])
             copy.name = fresh(name)
-            copies.append(copy)
             for node, i in uses:
                 node.input[i] = copy.name
-    graph.initializer.extend(copies)
 
 
 def _drop_unused_initializers(graph):
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output} | {i.name for i in graph.input}
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+    for i in reversed(range(len(graph.initializer))):  # in place: extend would copy every weight kept
+        if graph.initializer[i].name not in used:
+            del graph.initializer[i]
 
 
 def store_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
