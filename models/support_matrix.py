@@ -1,5 +1,5 @@
 """The support matrix: every model of the zoo and every architecture (both exports) times every
-built-in method, by the logic of `nnxplain support` (nnxplain.support.method_support). Writes the
+built-in method, by the logic of `nnxplain support` (nnxplain.support.each_method_support). Writes the
 Markdown table into README.md between the markers, and the reasons for what does not apply below it.
 
     python -m models.support_matrix            # rewrite the README section
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nnxplain.load import load
 from nnxplain.methods import available, load_method
-from nnxplain.support import method_support
+from nnxplain.support import each_method_support
 
 from . import archs, zoo
 
@@ -38,9 +38,8 @@ def matrix():
     labels, verdicts = [], {m.name: [] for m in methods}
     for label, path in models():
         labels.append(label)
-        model = load(path)
-        for method in methods:
-            verdicts[method.name].append(method_support(model, method))
+        for method, ok, note in each_method_support(load(path), methods):
+            verdicts[method.name].append((ok, note))
     # reasons numbered by how often they occur (then by first occurrence): the numbers stay put as methods come
     reasons = [note for row in verdicts.values() for ok, note in row if not ok]
     order = sorted(dict.fromkeys(reasons), key=lambda note: (-reasons.count(note), reasons.index(note)))

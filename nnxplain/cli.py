@@ -677,7 +677,7 @@ def _support(args):
     from .load import load
     from .methods import available, load_method, positions
     from .ops import VJP
-    from .support import method_support
+    from .support import each_method_support
 
     model = canonicalize(load(args.model))
     graph = gs.import_onnx(model)
@@ -704,8 +704,7 @@ def _support(args):
     print("methods:")
     failures = 0
     width = max(len(m.name) for m in methods)
-    for method in methods:
-        ok, note = method_support(model, method)
+    for method, ok, note in each_method_support(model, methods):
         if ok:
             print(f"  {method.name:<{width}}  applicable" + (f" ({note})" if note else ""))
         else:

@@ -70,9 +70,24 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
     source = source_of(model)  # first, while no copy of the weights is alive
+    graph = build(canonical_graph(model, keep_softmax), resolved, neuron_selection, output, patterns)
+    model = export(graph)
+    describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
+    return model
+
+
+def canonical_graph(model, keep_softmax: bool = False) -> gs.Graph:
+    """The model loaded, checked and canonicalized, as the graph the methods' passes are added to."""
     graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax))
     gc.collect()  # the loaded model and canonicalization's graph: a copy of the weights each (see without_gc)
     graph.toposort()
+    return graph
+
+
+def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output: str | None,
+          patterns=None) -> gs.Graph:
+    """Add the explanation of each method to the canonical graph (in place; returned): the neuron
+    selection, each method's backward pass or sampled passes, and one output per method."""
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
@@ -98,9 +113,7 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
             nan = e.const(np.array(np.nan, FLOAT))
             graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
             graph.outputs.append(out)
-    model = export(graph)
-    describe(model, source, resolved, neuron_selection, y.name, keep_softmax)
-    return model
+    return graph
 
 
 def _stash_constants(graph: gs.Graph) -> dict:
@@ -128,11 +141,16 @@ def source_of(model) -> tuple[str, str]:
         for tensor in model.graph.initializer:
             digest.update(tensor.SerializeToString(deterministic=True))
         return "", digest.hexdigest()
-    digest = hashlib.sha256()
-    with open(os.fspath(model), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return os.path.basename(os.fspath(model)), digest.hexdigest()
+    name, digest = os.path.basename(os.fspath(model)), hashlib.sha256()
+    if not os.path.isfile(os.fspath(model)):
+        return name, ""  # not a model file (missing, a folder, a pipe): load() says so next
+    try:
+        with open(os.fspath(model), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return name, ""  # unreadable: load() says so next
+    return name, digest.hexdigest()
 
 
 def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Method], neuron_selection: str,

@@ -7,27 +7,48 @@ import onnx
 from .errors import NnxplainError
 
 
-def stand_in_patterns(model: onnx.ModelProto):
+def stand_in_patterns(model: onnx.ModelProto, graph=None):
     """Patterns equal to the weights: enough to tell whether a pattern method applies (the real ones
-    are fitted on data, `nnxplain fit`)."""
+    are fitted on data, `nnxplain fit`). `graph`: the model's canonical graph, where it is at hand."""
     from . import patterns as P
-    layers = P.linear_layers(P.canonical_graph(model))
+    layers = P.linear_layers(graph if graph is not None else P.canonical_graph(model))
     return P.Patterns("linear", P.fingerprint(layers), {layer.key: layer.rows for layer in layers})
 
 
 def method_support(model: onnx.ModelProto, method) -> tuple[bool, str]:
     """(applicable, note): note names what the user must give (parameters, patterns), or why the
     method does not apply (the compile error). `model` is a loaded model (nnxplain.load.load)."""
-    from .compiler import compile
-    # parameters without a default get stand-ins: whether the model supports the method does not depend on them
-    stand_ins = {**{k: 0.0 for k in method.required}, **{k: 1.0 for k in method.optional[:1]}}
-    needs = [f"give {', '.join(stand_ins)}"] if stand_ins else []
-    patterns = None
+    return next(each_method_support(model, [method]))[1:]
+
+
+def each_method_support(model: onnx.ModelProto, methods):
+    """(method, applicable, note) for each method, as `method_support` answers it, with the model
+    loaded and canonicalized once: each method is built on a copy of that graph and exported, which
+    is what compiling it alone does after canonicalization (a model with many methods answered in
+    one compile's preparation, not one per method)."""
+    from .compiler import build, canonical_graph, export, resolve_methods
+    onnx_errors = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError)
     try:
-        if "patterns" in method.needs:
-            patterns = stand_in_patterns(model)
-            needs.append("fit patterns first")
-        compile(model, [method], params=stand_ins, patterns=patterns)
+        graph = canonical_graph(model)
+    except onnx_errors as exc:
+        graph = NnxplainError(f"onnx rejects the model: {str(exc).strip().splitlines()[0]}")
     except NnxplainError as exc:
-        return False, str(exc)
-    return True, "; ".join(needs)
+        graph = exc
+    patterns = None
+    for method in methods:
+        # parameters without a default get stand-ins: whether the model supports the method does not depend on them
+        stand_ins = {**{k: 0.0 for k in method.required}, **{k: 1.0 for k in method.optional[:1]}}
+        needs = [f"give {', '.join(stand_ins)}"] if stand_ins else []
+        try:
+            if isinstance(graph, Exception):
+                raise graph
+            if "patterns" in method.needs:
+                patterns = patterns or stand_in_patterns(model, graph)
+                needs.append("fit patterns first")
+            export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns))
+        except onnx_errors as exc:
+            yield method, False, f"onnx rejects the model: {str(exc).strip().splitlines()[0]}"
+        except NnxplainError as exc:
+            yield method, False, str(exc)
+        else:
+            yield method, True, "; ".join(needs)
