@@ -22,6 +22,14 @@ A record holds
       nonnegative      whether the output is >= 0: `ALWAYS`, `NEVER` (not known), `IF_INPUT` /
                        `IF_INPUTS` (when its data input / all its inputs are), or a test of its own
       groups           names a method file's patterns can use for the op besides its category
+
+Ops that ONNX defines by a function body get a record of their own rather than being expanded when
+they are pointwise activations (Softplus, Elu, Mish so far; Softsign, Selu, HardSigmoid, HardSwish,
+ThresholdedRelu, Gelu and PRelu's slope-per-channel the same way when they come): expanded, LRP would
+see Exp / Log / Where / a Mul of two computed tensors instead of one activation that relevance passes
+through, and the gradient would take several nodes where one formula does. LayerNormalization and
+Softmax are not pointwise: each needs a record with its own facts (and rules) rather than the
+expansion's ReduceMean / Div of computed tensors. Each record's docstring says why for its op.
 """
 from __future__ import annotations
 
