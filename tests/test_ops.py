@@ -914,6 +914,27 @@ def test_lrp_methods_treat_the_new_activations_as_activations(op, method):
     assert relative_error(relevance, expected) <= TOL
 
 
+# --------------------------------------------------------------------------------- the records
+
+
+def test_one_module_per_op_and_every_op_set_from_the_records():
+    """Each module of nnxplain/ops (but the "_" helpers) is named after the one op it registers, and
+    every op set the rules, methods and graph walk use holds only ops whose record puts them there."""
+    import pkgutil
+
+    from nnxplain import backward, lrp, ops, propagation
+    from nnxplain.methods import GROUPS
+    modules = [m.name for m in pkgutil.iter_modules(ops.__path__) if not m.name.startswith("_")]
+    assert sorted(m.replace("_", "") for m in modules) == sorted(name.lower() for name in ops.RECORDS)
+    differentiable = {name for name, r in ops.RECORDS.items() if r.vjp is not None}
+    assert backward.NOT_DIFFERENTIABLE == set(ops.RECORDS) - differentiable
+    assert propagation.ACTIVATIONS == {n for n, r in ops.RECORDS.items() if r.category == "activation"} <= lrp.PASS_OPS
+    assert lrp.LINEAR_OPS == set(ops.LINEAR) == {"Conv", "Gemm", "MatMul"}
+    for members in [lrp.PASS_OPS, lrp.PROPORTIONAL_OPS, lrp.ROUTING, *GROUPS.values()]:
+        assert members <= differentiable
+    assert {"Softplus", "Elu", "Mish"} <= GROUPS["activation"]
+
+
 # ------------------------------------------------------------------------------ unsupported ops
 
 

@@ -54,15 +54,27 @@ class Linear(NamedTuple):
     transpose: Callable      # (e, node, dy, W) -> dx, the adjoint of x -> forward(x, W, 0)
 
 
-# Whether a node's output is >= 0, given `nonnegative(tensor)` for its inputs.
-def ALWAYS(node, nonnegative): return True                                   # noqa: E302,E704
-def NEVER(node, nonnegative): return False                                   # noqa: E302,E704
-def IF_INPUT(node, nonnegative): return nonnegative(node.inputs[0])          # noqa: E302,E704
-def IF_INPUTS(node, nonnegative): return all(nonnegative(t) for t in node.inputs)  # noqa: E302,E704
+# The common answers to "is this node's output >= 0?", given `nonnegative(tensor)` for its inputs.
+
+def ALWAYS(node, nonnegative) -> bool:
+    return True
+
+
+def NEVER(node, nonnegative) -> bool:  # not known to be
+    return False
+
+
+def IF_INPUT(node, nonnegative) -> bool:  # when its data input is
+    return nonnegative(node.inputs[0])
+
+
+def IF_INPUTS(node, nonnegative) -> bool:  # when all its inputs are
+    return all(nonnegative(t) for t in node.inputs)
 
 
 @dataclass(frozen=True)
 class Op:
+    """One op's record: its gradient, its linear view and its facts (see the module docstring)."""
     name: str
     category: str
     vjp: Callable | None = None
