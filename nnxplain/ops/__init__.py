@@ -91,6 +91,7 @@ LINEAR: dict[str, Callable] = {}   # op type -> its linear view (node -> Linear 
 
 
 def register(record: Op) -> Op:
+    """Add an op's record to the table (its category joins its groups where method files may name it)."""
     if record.category not in CATEGORIES:
         raise ValueError(f"op {record.name}: category '{record.category}' is not one of {', '.join(CATEGORIES)}")
     if record.name in RECORDS:
@@ -141,7 +142,7 @@ def having(**facts) -> frozenset[str]:
 @functools.cache
 def with_attribute(name: str) -> frozenset[str]:
     """The op types with a record whose ONNX schema declares attribute `name` (e.g. auto_pad)."""
-    return frozenset(op for op in RECORDS if name in onnx.defs.get_schema(op).attributes)
+    return frozenset(op_type for op_type in RECORDS if name in onnx.defs.get_schema(op_type).attributes)
 
 
 def groups() -> dict[str, set[str]]:
