@@ -10,11 +10,10 @@ import onnx_graphsurgeon as gs
 
 from .emitter import Emitter
 from .errors import UnsupportedError
+from .ops import having
 
 # Ops whose outputs carry no gradient (shapes, indices, comparisons), whatever their inputs.
-NOT_DIFFERENTIABLE = {"Shape", "Size", "ArgMax", "ArgMin", "Equal", "Greater", "GreaterOrEqual", "Less",
-                      "LessOrEqual", "Not", "And", "Or", "Xor", "NonZero", "ConstantOfShape", "IsNaN", "IsInf",
-                      "RandomNormalLike", "RandomUniformLike", "EyeLike"}
+NOT_DIFFERENTIABLE = having(category="not_differentiable")
 FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
 
 

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import NnxplainError, UnsupportedError
 from .load import IR_VERSION, first_line, infer_shapes
+from .ops import having, with_attribute
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # graphsurgeon warns about optional extras
 
@@ -104,7 +105,7 @@ class _Keep(Exception):
 
 def drop_passthrough(graph: gs.Graph):
     """Identity and Dropout compute nothing at inference: consumers read their input directly."""
-    for node in [n for n in graph.nodes if n.op in ("Identity", "Dropout")]:
+    for node in [n for n in graph.nodes if n.op in having(category="routing", pointwise=True)]:
         if len(node.outputs) > 1 and node.outputs[1].outputs:
             continue  # the dropout mask is used
         x, y = node.inputs[0], node.outputs[0]
@@ -156,7 +157,7 @@ def fold_batchnorm(graph: gs.Graph):
 
 
 def _fold_into(graph, producer, x, bn, scale, shift) -> bool:
-    if len(x.outputs) != 1 or any(t is x for t in graph.outputs) or producer.op not in ("Conv", "Gemm", "MatMul"):
+    if len(x.outputs) != 1 or any(t is x for t in graph.outputs) or producer.op not in having(category="linear"):
         return False
     w = producer.inputs[1]
     if not isinstance(w, gs.Constant) or not _only_user(w, producer):
@@ -235,7 +236,7 @@ def explicit_pads(graph: gs.Graph):
     """auto_pad SAME_UPPER / SAME_LOWER / VALID become explicit pads (needs static spatial dims)."""
     for node in graph.nodes:
         mode = node.attrs.get("auto_pad", "NOTSET")
-        if node.op not in ("Conv", "MaxPool", "AveragePool") or mode == "NOTSET":
+        if node.op not in with_attribute("auto_pad") or mode == "NOTSET":
             continue
         kernel = node.attrs.get("kernel_shape") or list(node.inputs[1].shape[2:])
         n = len(kernel)

@@ -28,15 +28,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .emitter import FLOAT
-from .ops import LINEAR, VJP
+from . import ops
+from .ops import LINEAR, VJP, having
 from .propagation import RULES, Rule
 
 SAFE_EPS = 1e-7  # iNNvestigate's SafeDivide factor (Keras' epsilon)
 TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
-LINEAR_OPS = frozenset(LINEAR)
-PROPORTIONAL_OPS = frozenset({"Add", "Sub", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum",
-                              "Mul", "Div"})
-PASS_OPS = frozenset({"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "Identity", "Dropout"})
+LINEAR_OPS = having(category="linear")
+PROPORTIONAL_OPS = having(category="proportional")
+PASS_OPS = having(pointwise=True)  # relevance may pass unchanged: activations, Identity, Dropout
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -157,30 +157,12 @@ def nonnegative(t: gs.Tensor) -> bool:
     negative part of t is zero and rules can skip it."""
     if not t.inputs:
         return isinstance(t, gs.Constant) and bool((t.values >= 0).all())
-    node = t.inputs[0]
-    if node.op in ("Relu", "Sigmoid"):
-        return True
-    if node.op == "Clip":
-        low = node.inputs[1] if len(node.inputs) > 1 else None
-        return isinstance(low, gs.Constant) and bool((low.values >= 0).all())
-    if node.op == "Pad" and node.attrs.get("mode", "constant") == "constant":
-        value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
-        if value is not None and not (isinstance(value, gs.Constant) and (value.values >= 0).all()):
-            return False  # a negative (or computed) padding value
-    if node.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
-                   "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout", "ReduceMean", "ReduceMax", "Slice",
-                   "Split", "Pad"):
-        return nonnegative(node.inputs[0])
-    if node.op == "Concat":
-        return all(nonnegative(i) for i in node.inputs)
-    return False
+    return ops.nonnegative_output(t.inputs[0], nonnegative)
 
 
 # Rules whose relevance at the input is x times something: zero wherever x is zero.
 TIMES_INPUT_RULES = {"z", "epsilon", "gamma", "alpha_beta", "z_plus_fast"}
-ZERO_PRESERVING = {"Relu", "LeakyRelu", "Tanh", "Identity", "Dropout", "Clip"}  # f(0) = 0 (Clip: 0 in range)
-ROUTING = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice", "Pad", "Identity",
-           "MaxPool", "GlobalMaxPool"}
+ROUTING = having(category="routing")
 
 
 def zero_where_zero(graph: gs.Graph, rule_name, nodes=None) -> set[str]:
@@ -209,13 +191,7 @@ def _keeps_zero(consumer, t, rule_name, known) -> bool:
         return False
     if rule in TIMES_INPUT_RULES:
         return consumer.op in PROPORTIONAL_OPS or (consumer.op in LINEAR and consumer.inputs[0] is t)
-    if consumer.op == "Clip":
-        low, high = (list(consumer.inputs[1:]) + [None, None])[:2]
-        if not all(b is None or not b.name or (isinstance(b, gs.Constant) and (b.values <= 0 if b is low else
-                                                                                  b.values >= 0).all())
-                   for b in (low, high)):
-            return False
-    passes = (rule == "pass" and consumer.op in ZERO_PRESERVING) or (rule == "gradient" and consumer.op in ROUTING)
+    passes = (rule == "pass" and ops.zero_preserving(consumer)) or (rule == "gradient" and consumer.op in ROUTING)
     return passes and all(o.name in known for o in consumer.outputs)
 
 

@@ -14,18 +14,12 @@ import onnx_graphsurgeon as gs
 
 from . import params as params_
 from .errors import NnxplainError
+from .ops import groups
 from .propagation import RULES, Rule, rule_params
 
-# Op groups a pattern can name instead of op types.
-GROUPS = {
-    "relu": {"Relu"},
-    "activation": {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh"},
-    "convolution": {"Conv"},
-    "linear": {"Gemm", "MatMul"},
-    "pooling": {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "ReduceMean"},
-    "add": {"Add", "Sub"},
-    "concat": {"Concat"},
-}
+# Op groups a pattern can name instead of op types: each op's category and the groups its record
+# names (nnxplain/ops): relu, activation, convolution, linear (Gemm, MatMul), pooling, add, routing, ...
+GROUPS = groups()
 KINDS = {"backward", "input", "random", "sampling"}
 STARTS = {"one", "value", "positive_value"}
 POSITIONS = {"first", "last"}

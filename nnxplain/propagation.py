@@ -13,7 +13,7 @@ import numpy as np
 from typing import Callable, NamedTuple
 
 from .errors import UnsupportedError
-from .ops import LINEAR, VJP
+from .ops import LINEAR, VJP, having
 
 
 class Rule(NamedTuple):
@@ -80,8 +80,8 @@ def refuse(e, node, *dys, reason: str = "the method does not apply to this op"):
     raise ValueError(reason)
 
 
-ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Softplus"})
-LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+ACTIVATIONS = having(category="activation")
+LINEAR_OPS = having(category="linear")
 
 RULES: dict[str, Rule] = {
     "gradient": Rule(gradient, None, "the op's gradient (vector-Jacobian product)"),

@@ -27,7 +27,7 @@ from nnxplain.runtime import session
 from nnxplain.sampling import noise_feeds
 from nnxplain.support import stand_in_patterns
 
-from conftest import relative_error
+from conftest import lrp_methods, relative_error
 
 TOL = 1e-5
 GROUP = 8
@@ -256,8 +256,8 @@ def test_squeeze_excite_support_names_what_does_not_apply_and_the_rest_is_correc
     lines = result.stdout.split("methods:\n", 1)[1].splitlines()
     verdict = {line.split()[0]: line for line in lines}
     assert len(verdict) == len(available())
-    lrp = [m for m in verdict if m.startswith(("lrp.", "deep_taylor", "epsilon_"))]
-    assert len(lrp) == 26
+    lrp = [m for m in verdict if m in lrp_methods()]
+    assert lrp == lrp_methods()
     for m in lrp:
         rule = "w^2 rule" if m in ("deep_taylor", "deep_taylor.bounded") else "z-rule"  # iNNvestigate's Deep Taylor: w^2 at a scale
         assert f"not applicable: node '/Mul' (Mul): the {rule} on Mul needs one computed operand and a constant" \

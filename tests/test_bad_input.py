@@ -6,12 +6,12 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import nnxplain
 from nnxplain.runtime import session
 
-from conftest import ZOO_DIR, relative_error
+from conftest import UNSUPPORTED_OP, ZOO_DIR, model, relative_error, tensor
 
 LENET = str(ZOO_DIR / "lenet_bn.onnx")
 
@@ -23,10 +23,7 @@ def cli(*args, cwd=None):
 
 
 def tiny_model(op="Relu", opset=17, **attrs):
-    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="the_node", **attrs)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    return model([helper.make_node(op, ["x"], ["y"], name="the_node", **attrs)], [tensor("x")], [tensor("y")], opset=opset)
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -52,11 +49,11 @@ def test_truncated_model(tmp_path):
 
 
 def test_unsupported_op_names_the_op_and_the_node(tmp_path):
-    path = tmp_path / "erf.onnx"
-    onnx.save(tiny_model("Erf"), path)
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(tiny_model(UNSUPPORTED_OP), path)
     result = cli("compile", path, "-m", "gradient", "-o", tmp_path / "out.onnx")
     assert result.returncode == 2
-    assert "Erf" in result.stderr and "the_node" in result.stderr
+    assert f"op {UNSUPPORTED_OP} " in result.stderr and "the_node" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     with pytest.raises(nnxplain.UnsupportedError, match="the_node"):
         nnxplain.compile(path, ["gradient"])
@@ -65,8 +62,8 @@ def test_unsupported_op_names_the_op_and_the_node(tmp_path):
 def test_a_failed_compile_keeps_an_existing_output(tmp_path):
     out = tmp_path / "out.onnx"
     out.write_bytes(b"precious")
-    onnx.save(tiny_model("Erf"), tmp_path / "erf.onnx")
-    assert cli("compile", tmp_path / "erf.onnx", "-m", "gradient", "-o", out).returncode == 2
+    onnx.save(tiny_model(UNSUPPORTED_OP), tmp_path / "unsupported.onnx")
+    assert cli("compile", tmp_path / "unsupported.onnx", "-m", "gradient", "-o", out).returncode == 2
     assert out.read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] != [] and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 
@@ -129,8 +126,8 @@ def test_cli_methods_and_support(tmp_path):
     relu_rows = [dict(zip(header, line.split())) for line in lines if " Relu " in line]
     assert relu_rows and all(row["guided_backprop"] == "guided_backprop" and row["gradient"] == "gradient"
                              for row in relu_rows), "ReLUs get the method's rule, every other node its gradient"
-    onnx.save(tiny_model("Erf"), tmp_path / "erf.onnx")
-    unsupported = cli("support", tmp_path / "erf.onnx", "-m", "gradient")
+    onnx.save(tiny_model(UNSUPPORTED_OP), tmp_path / "unsupported.onnx")
+    unsupported = cli("support", tmp_path / "unsupported.onnx", "-m", "gradient")
     assert "NO ADAPTER" in unsupported.stdout and "not applicable" in unsupported.stdout
 
 

@@ -24,7 +24,9 @@ from nnxplain.methods import load_method
 from nnxplain.runtime import session
 from nnxplain.sampling import noise_feeds
 
-from conftest import ZOO_DIR, relative_error
+from conftest import UNSUPPORTED_OP, ZOO_DIR, relative_error
+from conftest import model as _model
+from conftest import tensor
 
 LENET = ZOO_DIR / "lenet_bn.onnx"
 RESNET = ZOO_DIR / "resnet.onnx"
@@ -32,12 +34,11 @@ TIMEOUT = 120  # seconds per CLI run: far above the ~2 s a run takes; hitting it
 
 
 def vi(name, elem=T.FLOAT, shape=("N", 4)):
-    return h.make_tensor_value_info(name, elem, list(shape))
+    return tensor(name, shape, elem)
 
 
 def model(nodes, inputs, outputs, inits=(), opset=17):
-    graph = h.make_graph(nodes, "g", inputs, outputs, list(inits))
-    return h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], ir_version=8)
+    return _model(nodes, inputs, outputs, inits, opset)
 
 
 W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10 - 0.5
@@ -94,8 +95,8 @@ CORPUS = {
                         "graph output 'z' is produced by no node"),
     "cycle": (lambda: model([h.make_node("Relu", ["x2"], ["a"], name="r1"), h.make_node("Add", ["x", "a"], ["x2"], name="a1")],
                             [vi("x")], [vi("a")]), "the graph has a cycle through node"),
-    "unsupported_op": (lambda: model([h.make_node("Erf", ["x"], ["y"], name="erf")], [vi("x")], [vi("y")]),
-                       "node 'erf': op Erf has no gradient adapter"),
+    "unsupported_op": (lambda: model([h.make_node(UNSUPPORTED_OP, ["x"], ["y"], name="odd")], [vi("x")], [vi("y")]),
+                       f"node 'odd': op {UNSUPPORTED_OP} has no gradient adapter"),
     "no_nodes": (lambda: model([], [vi("x")], [vi("x")]), "the model has no nodes"),
     "opset_too_new": (lambda: model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x")], [vi("y")], opset=99),
                       "opset 99 is not supported"),
@@ -419,8 +420,8 @@ CORPUS.update({
                               "the model has a tensor named 'neuron'",
                               {"m.onnx": lambda: model([h.make_node("Relu", ["neuron"], ["y"], name="r")], [vi("neuron")],
                                                        [vi("y")])}),
-    "node_name_with_newlines": (lambda: model([h.make_node("Erf", ["x"], ["y"], name="two\nlines")], [vi("x")], [vi("y")]),
-                                "node 'two\\nlines': op Erf has no gradient adapter"),
+    "node_name_with_newlines": (lambda: model([h.make_node(UNSUPPORTED_OP, ["x"], ["y"], name="two\nlines")], [vi("x")],
+                                              [vi("y")]), f"node 'two\\nlines': op {UNSUPPORTED_OP} has no gradient adapter"),
     "runtime_failure_in_analyze": Cli(_analyze("-m", "gradient", "-o", "r.npy", model="m.onnx"),
                                       "ONNX Runtime failed to run the model",
                                       {"m.onnx": _runtime_reshape_failure, "x.npy": np.ones((3, 4), np.float32)}),

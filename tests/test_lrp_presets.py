@@ -17,13 +17,11 @@ from nnxplain.load import load
 from nnxplain.methods import load_method, parse_method, positions
 from nnxplain.runtime import session
 
-from conftest import ZOO_DIR, relative_error
+from conftest import ZOO_DIR, lrp_methods, relative_error, required_params
 
 TOL = 1e-5
-LRP_METHODS = [m for m in nnxplain.methods() if m.startswith(("lrp.", "deep_taylor", "epsilon_"))]
-NEEDS = {"deep_taylor.bounded": {"low": -4.0, "high": 4.0}, "deep_taylor.bounded.conservative": {"low": -4.0, "high": 4.0},
-         "epsilon_gamma_box": {"low": -4.0, "high": 4.0},
-         "lrp.alpha_beta": {"alpha": 2.0}}
+LRP_METHODS = lrp_methods()
+NEEDS = {m: required_params(m) for m in LRP_METHODS}
 RELU_MODELS = ["digits_cnn", "lenet_bn", "resnet", "concat_cnn"]  # piecewise-linear: ReLU, max / average pooling
 
 
@@ -142,7 +140,7 @@ def conservation_error(name, method):
     x = zoo_batch(name, batch=8)
     y, r = run(ZOO_DIR / f"{name}.onnx", method, x)
     selected = y.max(1).astype(np.float64)
-    if method.startswith("deep_taylor"):
+    if load_method(method).start == "positive_value":
         selected = np.maximum(selected, 0)  # Deep Taylor explains the output after a ReLU
     return float((np.abs(r.reshape(len(x), -1).astype(np.float64).sum(1) - selected) / np.abs(selected)).max())
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,10 @@ from onnx import helper as oh
 from onnx.reference import ReferenceEvaluator
 
 import nnxplain
+from nnxplain.methods import load_method
 from nnxplain.runtime import session
+
+from conftest import UNSUPPORTED_OP, lrp_methods, relative_error, required_params
 
 TOL = 1e-5
 OPSET, IR_VERSION = 17, 10
@@ -51,19 +55,11 @@ class Reference(NamedTuple):
     R: np.ndarray      # the random cotangent, float32, shaped like y
 
 
-def relative_error(actual, expected) -> float:
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, f"shape {actual.shape}, expected {expected.shape}"
-    if expected.size == 0:
-        return 0.0
-    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-30))
-
-
 def node(op, inputs, outputs=("y",), name=None, **attrs):
     return oh.make_node(op, list(inputs), list(outputs), name=name or op.lower(), **attrs)
 
 
-def one_op_model(nodes, x_shape, consts, R=None, dynamic=(0,), elem=TensorProto.FLOAT) -> onnx.ModelProto:
+def one_op_model(nodes, x_shape, consts, R=None, dynamic=(0,), elem=TensorProto.FLOAT, opset=OPSET) -> onnx.ModelProto:
     """Input x (dims in `dynamic` named N), `nodes` computing y, then out = y * R if R is given."""
     dims = ["N" if i in dynamic else d for i, d in enumerate(x_shape)]
     nodes = list(nodes)
@@ -75,12 +71,12 @@ def one_op_model(nodes, x_shape, consts, R=None, dynamic=(0,), elem=TensorProto.
         inits.append(numpy_helper.from_array(R, "R"))
         output = oh.make_tensor_value_info("out", elem, R.shape)
     graph = oh.make_graph(nodes, "one_op", [oh.make_tensor_value_info("x", elem, dims)], [output], inits)
-    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)], ir_version=IR_VERSION)
 
 
-def explain(nodes, x, consts, R, dynamic=(0,)):
+def explain(nodes, x, consts, R, dynamic=(0,), opset=OPSET):
     """Compile the model with neuron_selection="all"; return its forward output and its gradient."""
-    model = one_op_model(nodes, x.shape, consts, R, dynamic)
+    model = one_op_model(nodes, x.shape, consts, R, dynamic, opset=opset)
     compiled = nnxplain.compile(model, ["gradient"], neuron_selection="all")
     assert [o.name for o in compiled.graph.output] == ["out", "gradient"]
     return session(compiled).run(["out", "gradient"], {"x": x})
@@ -118,9 +114,9 @@ def finite_difference_reference(nodes, x, consts, seed=0, h=1e-3) -> Reference:
 ERRORS: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
 
 
-def check(nodes, x, consts, reference: Reference, dynamic=(0,)):
+def check(nodes, x, consts, reference: Reference, dynamic=(0,), opset=OPSET):
     """The compiled model's forward output and gradient agree with the reference."""
-    out, grad = explain(nodes, x, consts, reference.R, dynamic)
+    out, grad = explain(nodes, x, consts, reference.R, dynamic, opset)
     forward_error = relative_error(out, reference.y * reference.R)
     gradient_error = relative_error(grad, reference.grad)
     test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split("[")[0].split(" ")[0]
@@ -416,6 +412,37 @@ def test_smooth_activations(op, fn):
     """Sigmoid and Tanh, whose gradients are written in terms of their outputs."""
     x = normal((2, 3, 4, 5), 4) * 3
     check([node(op, ["x"])], x, {}, torch_reference(fn, x))
+
+
+def activation_cases(count=6, seed=7):
+    """Seeded random input scales (and Elu's alpha): most of x in the saturated tails for some cases,
+    near 0 for others."""
+    rnd = random.Random(seed)
+    return [pytest.param(dict(scale=round(rnd.uniform(0.3, 8.0), 3), alpha=round(rnd.uniform(0.05, 3.0), 3), seed=i),
+                         id=f"case{i}") for i in range(count)]
+
+
+@pytest.mark.parametrize("c", activation_cases())
+def test_softplus(c):
+    """Softplus, log(1 + e^x): gradient sigmoid(x)."""
+    x = normal((2, 3, 4, 5), c["seed"]) * np.float32(c["scale"])
+    softplus = lambda t: torch.logaddexp(t, torch.zeros_like(t))  # noqa: E731 (exact, unlike F.softplus's threshold)
+    check([node("Softplus", ["x"])], x, {}, torch_reference(softplus, x, c["seed"]))
+
+
+@pytest.mark.parametrize("c", activation_cases(seed=8))
+def test_elu(c):
+    """Elu: gradient 1 where x > 0, alpha e^x elsewhere (alpha at x == 0, as torch)."""
+    x = with_kinks((2, 3, 4, 5), c["seed"], scale=c["scale"])
+    check([node("Elu", ["x"], alpha=c["alpha"])], x, {},
+          torch_reference(lambda t: F.elu(t, float(np.float32(c["alpha"]))), x, c["seed"]))
+
+
+@pytest.mark.parametrize("c", activation_cases(seed=9))
+def test_mish(c):
+    """Mish (opset 18), x tanh(softplus(x))."""
+    x = normal((2, 3, 4, 5), c["seed"]) * np.float32(c["scale"])
+    check([node("Mish", ["x"])], x, {}, torch_reference(F.mish, x, c["seed"]), opset=18)
 
 
 # ---------------------------------------------------------------------------------------- pooling
@@ -845,15 +872,77 @@ def test_identity_from_input_to_output():
     np.testing.assert_array_equal(grad, np.ones_like(x))
 
 
+# -------------------------------------------------------------------- activations under LRP
+
+OPSET_OF = {"Mish": 18}  # activations newer than OPSET
+
+
+def dense_model(activation: str | None, seed=0) -> onnx.ModelProto:
+    """x [N, 6] -> activation (if any) -> Gemm -> Relu -> Gemm -> out [N, 3]."""
+    rng = np.random.default_rng(seed)
+    consts = {"W1": rng.standard_normal((6, 5)).astype(np.float32), "b1": rng.standard_normal(5).astype(np.float32),
+              "W2": rng.standard_normal((5, 3)).astype(np.float32), "b2": rng.standard_normal(3).astype(np.float32)}
+    nodes = [node(activation, ["x"], ["a"], name="act")] if activation else []
+    nodes += [node("Gemm", ["a" if activation else "x", "W1", "b1"], ["h"], name="dense1"),
+              node("Relu", ["h"], ["r"], name="relu"), node("Gemm", ["r", "W2", "b2"], ["out"], name="dense2")]
+    graph = oh.make_graph(nodes, "dense", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                          [oh.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3])],
+                          [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    return oh.make_model(graph, opset_imports=[oh.make_opsetid("", OPSET_OF.get(activation, OPSET))], ir_version=IR_VERSION)
+
+
+@pytest.mark.parametrize("method", lrp_methods())
+@pytest.mark.parametrize("op", ["Softplus", "Elu", "Mish"])
+def test_lrp_methods_treat_the_new_activations_as_activations(op, method):
+    """Every LRP and Deep Taylor method gives Softplus, Elu and Mish the rule it gives Tanh. Where that
+    rule passes relevance through (all but Deep Taylor, which refuses every activation but ReLU), the
+    relevance at x of x -> act -> dense layers equals the relevance at act(x) of the dense layers
+    alone."""
+    rule = load_method(method).rule_for
+    assert rule(gs.Node(op, "act"))[0] == rule(gs.Node("Tanh", "act"))[0]
+    params = required_params(method)
+    if rule(gs.Node(op, "act"))[0] == "refuse":
+        with pytest.raises(nnxplain.NnxplainError, match="node 'act'"):
+            nnxplain.compile(dense_model(op), [method], params=params)
+        return
+    x = normal((4, 6), 3) * np.float32(2)
+    act = session(one_op_model([node(op, ["x"])], x.shape, {}, opset=OPSET_OF.get(op, OPSET))).run(None, {"x": x})[0]
+    through, relevance = session(nnxplain.compile(dense_model(op), [method], params=params)).run(None, {"x": x})
+    without, expected = session(nnxplain.compile(dense_model(None), [method], params=params)).run(None, {"x": act})
+    np.testing.assert_array_equal(through, without)
+    assert np.abs(relevance).max() > 0
+    assert relative_error(relevance, expected) <= TOL
+
+
+# --------------------------------------------------------------------------------- the records
+
+
+def test_one_module_per_op_and_every_op_set_from_the_records():
+    """Each module of nnxplain/ops (but the "_" helpers) is named after the one op it registers, and
+    every op set the rules, methods and graph walk use holds only ops whose record puts them there."""
+    import pkgutil
+
+    from nnxplain import backward, lrp, ops, propagation
+    from nnxplain.methods import GROUPS
+    modules = [m.name for m in pkgutil.iter_modules(ops.__path__) if not m.name.startswith("_")]
+    assert sorted(m.replace("_", "") for m in modules) == sorted(name.lower() for name in ops.RECORDS)
+    differentiable = {name for name, r in ops.RECORDS.items() if r.vjp is not None}
+    assert backward.NOT_DIFFERENTIABLE == set(ops.RECORDS) - differentiable
+    assert propagation.ACTIVATIONS == {n for n, r in ops.RECORDS.items() if r.category == "activation"} <= lrp.PASS_OPS
+    assert lrp.LINEAR_OPS == set(ops.LINEAR) == {"Conv", "Gemm", "MatMul"}
+    for members in [lrp.PASS_OPS, lrp.PROPORTIONAL_OPS, lrp.ROUTING, *GROUPS.values()]:
+        assert members <= differentiable
+    assert {"Softplus", "Elu", "Mish"} <= GROUPS["activation"]
+
+
 # ------------------------------------------------------------------------------ unsupported ops
 
 
-@pytest.mark.parametrize("op", ["Erf", "Softsign"])
-def test_op_without_adapter_is_refused(op):
+def test_op_without_adapter_is_refused():
     """An op with no gradient adapter raises UnsupportedError naming the op and the node."""
     x = normal((2, 3))
-    nodes = [node("Relu", ["x"], ["r"]), node(op, ["r"], ["y"], name="the_culprit")]
-    with pytest.raises(nnxplain.UnsupportedError, match=f"{op}") as info:
+    nodes = [node("Relu", ["x"], ["r"]), node(UNSUPPORTED_OP, ["r"], ["y"], name="the_culprit")]
+    with pytest.raises(nnxplain.UnsupportedError, match=f"op {UNSUPPORTED_OP} has no gradient adapter") as info:
         explain(nodes, x, {}, normal((2, 3)))
     assert "the_culprit" in str(info.value)
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from ..emitter import shape
-from . import vjp
+from . import IF_INPUTS, op
 
 
-@vjp("Concat")
+@op("Concat", "routing", nonnegative=IF_INPUTS, groups=("concat",))
 def concat(e, node, dy):
     axis = node.attrs["axis"] % len(shape(node.outputs[0]))
     sizes = e.Concat(*[e.Gather(e.shape_of(x), e.ints([axis]), axis=0) for x in node.inputs], axis=0)

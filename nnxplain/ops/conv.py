@@ -11,7 +11,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..emitter import static_dims
-from . import Linear, linear, vjp
+from . import Linear, linear_op
 
 
 def forward(e, node, x, w, b):
@@ -69,9 +69,4 @@ def conv_linear(node):
     return Linear(x=0, weight=1, bias=2 if len(node.inputs) > 2 else None, forward=forward, transpose=transpose)
 
 
-linear("Conv")(conv_linear)
-
-
-@vjp("Conv")
-def conv_vjp(e, node, dy):
-    return [transpose(e, node, dy, node.inputs[1]), None, None][:len(node.inputs)]
+linear_op("Conv", conv_linear, groups=("convolution",))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from . import Linear, linear, vjp
+from . import Linear, linear_op
 
 
 def forward(e, node, x, w, b):
@@ -27,14 +27,12 @@ def _grad_b(e, node, dy, a):
     return e.Gemm(dy, a, alpha=alpha, transA=1, transB=trans_a)
 
 
-@linear("Gemm")
 def gemm_linear(node):
     if not isinstance(node.inputs[1], gs.Constant):
         return None
     return Linear(x=0, weight=1, bias=2 if len(node.inputs) > 2 else None, forward=forward, transpose=transpose)
 
 
-@vjp("Gemm")
 def gemm_vjp(e, node, dy):
     a, b = node.inputs[:2]
     grads = [transpose(e, node, dy, b), _grad_b(e, node, dy, a)]
@@ -42,3 +40,7 @@ def gemm_vjp(e, node, dy):
         c = node.inputs[2]
         grads.append(e.unbroadcast(e.Mul(dy, float(node.attrs.get("beta", 1.0))), c, node.outputs[0]))
     return grads
+
+
+# Gemm is bilinear: with a computed B its gradient reaches B too, so it keeps its own vjp.
+linear_op("Gemm", gemm_linear, vjp=gemm_vjp, groups=("linear",))

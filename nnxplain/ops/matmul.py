@@ -5,7 +5,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..emitter import shape
-from . import Linear, linear, vjp
+from . import Linear, linear_op
 
 
 def _swap_last(e, t):
@@ -26,14 +26,12 @@ def transpose(e, node, dy, w):
     return e.MatMul(dy, _swap_last(e, w))
 
 
-@linear("MatMul")
 def matmul_linear(node):
     if not isinstance(node.inputs[1], gs.Constant) or len(node.inputs[1].values.shape) != 2:
         return None
     return Linear(x=0, weight=1, bias=None, forward=forward, transpose=transpose)
 
 
-@vjp("MatMul")
 def matmul_vjp(e, node, dy):
     a, b = node.inputs
     y = node.outputs[0]
@@ -43,3 +41,7 @@ def matmul_vjp(e, node, dy):
     da = e.unbroadcast(e.MatMul(dy, _swap_last(e, b)), a, batch + shape(a)[-2:])
     db = e.unbroadcast(e.MatMul(_swap_last(e, a), dy), b, batch + shape(b)[-2:])
     return [da, db]
+
+
+# MatMul is bilinear (and broadcasts batch dims): its gradient reaches both operands, so it keeps its own vjp.
+linear_op("MatMul", matmul_linear, vjp=matmul_vjp, groups=("linear",))

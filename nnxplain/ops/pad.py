@@ -4,10 +4,19 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..emitter import shape
-from . import vjp
+from . import op
 
 
-@vjp("Pad")
+def nonnegative_padded(node, nonnegative) -> bool:
+    """A Pad of a nonnegative input is nonnegative unless it pads with a negative (or computed) value."""
+    if node.attrs.get("mode", "constant") == "constant":
+        value = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+        if value is not None and not (isinstance(value, gs.Constant) and (value.values >= 0).all()):
+            return False
+    return nonnegative(node.inputs[0])
+
+
+@op("Pad", "routing", nonnegative=nonnegative_padded)
 def pad(e, node, dy):
     x = node.inputs[0]
     mode = node.attrs.get("mode", "constant")

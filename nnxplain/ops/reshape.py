@@ -1,15 +1,14 @@
-"""Ops that only rearrange or pass data through: the gradient is reshaped back to the input's shape."""
+"""Reshape: the gradient is reshaped back to the input's shape."""
 from __future__ import annotations
 
-from . import vjp
+from . import IF_INPUT, op
 
 
-@vjp("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-def reshape(e, node, dy):
+def reshape_back(e, node, dy):
+    """The gradient of any op that only rearranges its input's elements in order (Reshape, Flatten,
+    Squeeze, Unsqueeze)."""
     x = node.inputs[0]
     return [e.reshape_like(dy, x)] + [None] * (len(node.inputs) - 1)
 
 
-@vjp("Identity", "Dropout")
-def identity(e, node, dy, d_mask=None):
-    return [dy] + [None] * (len(node.inputs) - 1)
+op("Reshape", "routing", nonnegative=IF_INPUT)(reshape_back)

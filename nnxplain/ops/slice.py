@@ -5,7 +5,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..emitter import shape
-from . import vjp
+from . import IF_INPUT, op
 
 
 def _constant(node, i, what):
@@ -28,7 +28,7 @@ def normalize(start, end, step, size):
     return start, max(0, -(-(start - end) // -step))
 
 
-@vjp("Slice")
+@op("Slice", "routing", nonnegative=IF_INPUT)
 def slice_(e, node, dy):
     x = node.inputs[0]
     dims = shape(x)

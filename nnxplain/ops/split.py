@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from ..emitter import shape
-from . import vjp
+from . import IF_INPUT, op
 
 
-@vjp("Split")
+@op("Split", "routing", nonnegative=IF_INPUT)
 def split(e, node, *dys):
     axis = node.attrs.get("axis", 0) % len(shape(node.inputs[0]))
     pieces = [dy if dy is not None else e.zeros_like(out) for dy, out in zip(dys, node.outputs)]

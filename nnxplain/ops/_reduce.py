@@ -1,11 +1,9 @@
-"""ReduceMean (and ReduceSum): the gradient is broadcast back over the reduced axes."""
+"""What the reductions' gradients share: the gradient is broadcast back over the reduced axes."""
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
 from ..emitter import shape
-from . import vjp
-from .avgpool import spread_mean
 
 
 def _axes(node):
@@ -31,14 +29,10 @@ def _keepdims_grad(e, node, dy):
     return dy
 
 
-def _reduction(spread):
+def reduction(spread):
     """The adapter of a reduction whose gradient, with the reduced axes kept, is spread(e, g, x, y)."""
     def reduction_vjp(e, node, dy):
         g = _keepdims_grad(e, node, dy)
         dx = dy if g is None else spread(e, g, node.inputs[0], node.outputs[0])
         return [dx] + [None] * (len(node.inputs) - 1)
     return reduction_vjp
-
-
-vjp("ReduceMean")(_reduction(spread_mean))
-vjp("ReduceSum")(_reduction(lambda e, g, x, y: e.Expand(g, e.shape_of(x))))

@@ -1,11 +1,11 @@
-"""AveragePool and GlobalAveragePool: each output's gradient is spread evenly over its window."""
+"""AveragePool: each output's gradient is spread evenly over its window."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..emitter import FLOAT, static_dims
 from .conv import transpose_pads
-from . import vjp
+from . import IF_INPUT, op
 
 
 def window_sizes(size, out, k, s, pb, pe, count_include_pad):
@@ -26,7 +26,7 @@ def output_size(size, k, s, pb, pe, ceil_mode):
     return out
 
 
-@vjp("AveragePool")
+@op("AveragePool", "proportional", nonnegative=IF_INPUT, groups=("pooling",))
 def average_pool(e, node, dy):
     x = node.inputs[0]
     kernel = node.attrs["kernel_shape"]
@@ -49,16 +49,3 @@ def average_pool(e, node, dy):
     ones = np.ones([channels, 1] + list(kernel), FLOAT)
     return [e.ConvTranspose(e.Mul(dy, e.const(inverse)), e.const(ones), strides=strides, pads=begin + end,
                             output_padding=extra, group=channels)]
-
-
-@vjp("GlobalAveragePool")
-def global_average_pool(e, node, dy):
-    x, y = node.inputs[0], node.outputs[0]
-    return [spread_mean(e, dy, x, y)]
-
-
-def spread_mean(e, dy, x, y):
-    """Gradient of a mean: dy broadcast over the reduced elements, divided by their number (on an
-    empty batch both sizes are 0: the divisor is then 1, it divides nothing)."""
-    count = e.Cast(e.Div(e.Size(x), e.Max(e.Size(y), e.const(np.array(1, np.int64)))), to=1)  # 1 = FLOAT
-    return e.Div(e.Expand(dy, e.shape_of(x)), count)

@@ -1,4 +1,4 @@
-"""MaxPool and GlobalMaxPool: the gradient goes to the window's (first) maximum.
+"""MaxPool: the gradient goes to the window's (first) maximum.
 
 The winners come from MaxPool's Indices output (flat over N*C*spatial, padding ignored) and the
 gradient is scattered there with ScatterElements(reduction="add"), which is exact for overlapping
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..emitter import FLOAT, static_dims
-from . import vjp
+from ..emitter import FLOAT
+from . import IF_INPUT, op
 
 
 def scatter_to_winners(e, x, dy, **pool_attrs):
@@ -21,15 +21,9 @@ def scatter_to_winners(e, x, dy, **pool_attrs):
     return e.reshape_like(dx, x)
 
 
-@vjp("MaxPool")
+@op("MaxPool", "routing", nonnegative=IF_INPUT, groups=("pooling",))
 def max_pool(e, node, dy, d_indices=None):
     if dy is None:
         return [None]
     attrs = {k: v for k, v in node.attrs.items() if k != "storage_order"}
     return [scatter_to_winners(e, node.inputs[0], dy, **attrs)]
-
-
-@vjp("GlobalMaxPool")
-def global_max_pool(e, node, dy):
-    x = node.inputs[0]
-    return [scatter_to_winners(e, x, dy, kernel_shape=static_dims(x, "GlobalMaxPool's gradient", 2))]

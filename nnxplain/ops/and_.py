@@ -1,0 +1,4 @@
+"""And: no gradient (a boolean op)."""
+from . import not_differentiable
+
+not_differentiable("And")

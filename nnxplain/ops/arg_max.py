@@ -1,0 +1,4 @@
+"""ArgMax: no gradient (its output is an index)."""
+from . import not_differentiable
+
+not_differentiable("ArgMax")

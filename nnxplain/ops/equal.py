@@ -1,0 +1,4 @@
+"""Equal: no gradient (a comparison)."""
+from . import not_differentiable
+
+not_differentiable("Equal")

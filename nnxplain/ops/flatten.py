@@ -1,0 +1,7 @@
+"""Flatten: the gradient is reshaped back to the input's shape."""
+from __future__ import annotations
+
+from . import IF_INPUT, op
+from .reshape import reshape_back
+
+op("Flatten", "routing", nonnegative=IF_INPUT)(reshape_back)

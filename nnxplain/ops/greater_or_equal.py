@@ -1,0 +1,4 @@
+"""GreaterOrEqual: no gradient (a comparison)."""
+from . import not_differentiable
+
+not_differentiable("GreaterOrEqual")

@@ -1,0 +1,4 @@
+"""IsInf: no gradient (a test of each element)."""
+from . import not_differentiable
+
+not_differentiable("IsInf")

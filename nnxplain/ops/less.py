@@ -1,0 +1,4 @@
+"""Less: no gradient (a comparison)."""
+from . import not_differentiable
+
+not_differentiable("Less")

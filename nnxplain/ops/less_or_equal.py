@@ -1,0 +1,4 @@
+"""LessOrEqual: no gradient (a comparison)."""
+from . import not_differentiable
+
+not_differentiable("LessOrEqual")

@@ -1,0 +1,4 @@
+"""Not: no gradient (a boolean op)."""
+from . import not_differentiable
+
+not_differentiable("Not")

@@ -1,0 +1,7 @@
+"""Unsqueeze: the gradient is reshaped back to the input's shape."""
+from __future__ import annotations
+
+from . import IF_INPUT, op
+from .reshape import reshape_back
+
+op("Unsqueeze", "routing", nonnegative=IF_INPUT)(reshape_back)

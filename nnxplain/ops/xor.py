@@ -1,0 +1,4 @@
+"""Xor: no gradient (a boolean op)."""
+from . import not_differentiable
+
+not_differentiable("Xor")
