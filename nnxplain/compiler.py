@@ -322,17 +322,17 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
             names[id(node)] = method.rule_for(node, where)[0]
         return names[id(node)]
     # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
-    e.zero_where_zero = zero_where_zero(e.graph, rule_name, model_nodes)
+    context = {**(context or {}), "zero_where_zero": zero_where_zero(e.graph, rule_name, model_nodes)}
 
     def rule_for(node):
         _, rule, rule_params = method.rule_for(node, where)
-        extra = {need: (context or {})[need] for need in rule.needs}  # what the rule needs besides parameters
-        return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params, **extra)
+        needs = {need: context[need] for need in rule.needs}  # what the rule needs besides parameters
+        return lambda e_, node_, *dys: rule.call(e_, node_, dys, rule_params, needs)
 
     references = {}
     if "reference" in method.needs:  # DeepLIFT: the forward pass of the reference input, beside x's
         references = reference_forward(e, method, inputs, context)
-        context = {**(context or {}), "reference": references}
+        context = {**context, "reference": references}
     relevance = propagate(e, {y.name: seed}, inputs, rule_for, model_nodes if nodes is None else nodes)
     out = []
     for x in inputs:
