@@ -20,6 +20,7 @@ from .errors import InternalError, NnxplainError, UnsupportedError
 from .load import IR_VERSION, first_line, infer_shapes, load, without_initializers
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
+from .params import own_key, scoped
 from .patterns import BoundPatterns
 from .sampling import copy_forward, explain_sampled, forward_nodes
 
@@ -162,17 +163,8 @@ def resolve_methods(methods, params: dict) -> list[Method]:
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise NnxplainError(f"method '{duplicate}' is given twice")
-    used = set()
-    out = []
-    for method in resolved:
-        mine = {}
-        for key, value in params.items():
-            scope, _, name = key.rpartition(".") if key.startswith(method.name + ".") else ("", "", key)
-            if (scope == method.name or not scope) and name in method.settable():
-                mine[name] = value
-                used.add(key)
-        out.append(method.with_params(mine))
-    unused = [k for k in params if k not in used]
+    out = [method.with_params(scoped(params, method.name, method.settable())) for method in resolved]
+    unused = [k for k in params if not any(own_key(k, m.name, m.settable()) for m in resolved)]
     if unused:
         raise NnxplainError(f"parameter '{unused[0]}' belongs to none of the methods "
                             f"({'; '.join(f'{m.name}: ' + (', '.join(sorted(m.params)) or 'none') for m in resolved)})")

@@ -36,7 +36,7 @@ import onnx_graphsurgeon as gs
 from .emitter import FLOAT
 from .layer import LinearLayer
 from .ops import LINEAR, VJP
-from .params import Spec, flag, number, numbers
+from .params import flag, number, numbers
 from .rule_registry import RULES, register
 
 SAFE_EPS = 1e-7  # iNNvestigate's SafeDivide factor (Keras' epsilon)
@@ -96,7 +96,7 @@ class Layer(LinearLayer):
 
     # weight and bias parts (numpy, compile time)
     def w_pos(self):
-        return self.w * (self.w_sign * self.w > 0)
+        return positive_part(self.w, self.w_sign)
 
     def w_neg(self):
         return self.w * (self.w_sign * self.w < 0)
@@ -243,16 +243,6 @@ def relu_after(e, node, zero_where_zero) -> gs.Tensor | None:
 
 
 # ------------------------------------------------------------------------------------ linear rules
-
-def _proportional(e, node, dy, divide):
-    """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output)."""
-    live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)]
-    if node.op in ("Mul", "Div") and (len(live) != 1 or (node.op == "Div" and live != [0])):
-        raise ValueError(f"the z-rule on {node.op} needs one computed operand and a constant "
-                         f"(a scale), found {len(live)} computed operands")
-    grads = VJP[node.op](e, node, divide(e, node.outputs[0], dy))
-    return [e.Mul(node.inputs[i], g) if i in live and g is not None else None for i, g in enumerate(grads)]
-
 
 def basic(e, node, dy, rule: str, modify: Callable | None = None, bias: bool = True, stabilizer=0.0,
           input_free: bool = False, bounds: tuple | None = None, zero_where_zero=()):

@@ -397,7 +397,7 @@ def _entry(raw: dict, index: int, where: str, method_params: set) -> RuleEntry:
     if unknown:
         raise NnxplainError(f"{where}: rule entry {index}: rule '{rule}' has no parameter '{unknown[0]}' "
                             f"(its parameters: {', '.join(declared) or 'none'})")
-    params = {k: params_.check(f"{where}: rule entry {index} (rule '{rule}')", k, v, spec=declared[k])
+    params = {k: params_.check(f"{where}: rule entry {index}", k, v, spec=declared[k])
               for k, v in raw.items()}
     return RuleEntry(pattern, rule, params, index=index, source=Path(where).name)
 
