@@ -167,16 +167,18 @@ def scoped(params: dict, method: str, settable) -> dict:
     `method.key`, and each plain `key` the method has (`settable`); `method.key` wins over `key`."""
     out = {key: value for key, value in params.items() if own_key(key, method, settable) == key}
     out.update({own_key(key, method, settable): value for key, value in params.items()
-                if key.startswith(method + ".")})
+                if key.rpartition(".")[0] == method})
     return out
 
 
 def own_key(key: str, method: str, settable) -> str | None:
     """The name parameter `key` (`key` or `method.key`) has in method `method`, or None if it is not
-    the method's: a `method.key` always is (an unknown key is then the method's error to report), a
-    plain `key` when the method has it."""
-    if key.startswith(method + "."):
-        return key[len(method) + 1:]
+    the method's: a `method.key` always is (an unknown key is then the method's error to report; the
+    key is what follows the last dot, so `deep_taylor.bounded.low` is not deep_taylor's), a plain `key`
+    when the method has it."""
+    scope, _, name = key.rpartition(".")
+    if scope == method:
+        return name
     return key if key in settable else None
 
 

@@ -433,3 +433,13 @@ def test_the_rule_modules_import_each_other_in_one_direction():
         return any(m == goal or (m not in seen and reaches(m, goal, seen + (m,))) for m in graph.get(start, ()))
     for module in ("lrp", "propagation", "rule_registry", "params", "layer", "methods"):
         assert not reaches(module, module), f"{module} imports itself through a cycle"
+
+
+def test_parameters_are_scoped_by_method_name_up_to_the_last_dot():
+    """`key` goes to every method that has it, `method.key` to that method only (and wins over `key`);
+    `deep_taylor.bounded.low` belongs to deep_taylor.bounded, not to deep_taylor."""
+    from nnxplain.params import scoped
+    given = {"low": -1.0, "deep_taylor.bounded.low": -2.0, "deep_taylor.bounded.high": 2.0, "deep_taylor.typo": 0}
+    assert scoped(given, "deep_taylor.bounded", ["low", "high"]) == {"low": -2.0, "high": 2.0}
+    assert scoped(given, "deep_taylor", []) == {"typo": 0}  # its error to report: no parameter 'typo'
+    assert scoped(given, "lrp.epsilon", ["epsilon"]) == {}
