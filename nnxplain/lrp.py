@@ -83,11 +83,12 @@ class Layer(LinearLayer):
     effect is positive), and the graph it emits."""
 
     def __init__(self, node: gs.Node, rule: str):
-        if LinearLayer.of(node) is None:
+        try:
+            super().__init__(node)
+        except ValueError:
             found = "a computed weight" if node.op in LINEAR else f"op {node.op}"
             raise ValueError(f"rule '{rule}' needs a linear layer (Conv, Gemm, MatMul) with a constant weight, "
-                             f"found {found}")
-        super().__init__(node)
+                             f"found {found}") from None
         if self.bias_tensor is not None and self.bias is None:
             raise ValueError(f"rule '{rule}' needs a constant bias, found a computed one ('{self.bias_tensor.name}')")
         self.rule = rule
