@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import NnxplainError
+from .params import scoped
 
 _MEMORY_SCRIPT = r"""
 import json, sys, numpy as np, onnxruntime as ort
@@ -142,8 +143,7 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
     forward_times = []
     for name in tqdm(methods, desc="bench", disable=not progress, unit="method"):
         method = load_method(name)
-        mine = {k.split(".", 1)[1] if k.startswith(name + ".") else k: v for k, v in params.items()
-                if k.startswith(name + ".") or ("." not in k and k in method.settable())}
+        mine = scoped(params, name, method.settable())
         start = time.perf_counter()
         explainer = compile_explainer(source, [name], params=mine, patterns=patterns)
         compile_s = time.perf_counter() - start

@@ -10,6 +10,7 @@ import numpy as np
 from ._version import __version__
 from .compiler import NEURON_INPUT, SELECTION_MODES, compile, resolve_methods
 from .errors import InternalError, NnxplainError, NnxplainWarning
+from .params import scoped
 from .patterns import PATTERN_TYPES
 
 
@@ -452,8 +453,7 @@ def _analyze(args):
         if not compiled:
             warn_nonfinite(x, args.input)
         for name in sampled:
-            own = {k: v for k, v in params.items() if "." not in k and k in PERTURBATION_METHODS[name]}
-            own.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
+            own = scoped(params, name, PERTURBATION_METHODS[name])
             results[name] = run(name, args.model, x, own, neuron=neurons, progress=sys.stderr.isatty())
         names = [m if m in sampled else names[compiled.index(m)] for m in methods]
         results = {n: results[n] for n in names}

@@ -20,6 +20,7 @@ from .errors import InternalError, NnxplainError, UnsupportedError
 from .load import IR_VERSION, LIGHT_BYTES, first_line, infer_shapes, load, without_initializers
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
+from .params import own_key, scoped
 from .patterns import BoundPatterns
 from .sampling import copy_forward, explain_sampled, forward_nodes
 
@@ -195,17 +196,8 @@ def resolve_methods(methods, params: dict) -> list[Method]:
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise NnxplainError(f"method '{duplicate}' is given twice")
-    used = set()
-    out = []
-    for method in resolved:
-        mine = {}
-        for key, value in params.items():
-            scope, _, name = key.rpartition(".") if key.startswith(method.name + ".") else ("", "", key)
-            if (scope == method.name or not scope) and name in method.settable():
-                mine[name] = value
-                used.add(key)
-        out.append(method.with_params(mine))
-    unused = [k for k in params if k not in used]
+    out = [method.with_params(scoped(params, method.name, method.settable())) for method in resolved]
+    unused = [k for k in params if not any(own_key(k, m.name, m.settable()) for m in resolved)]
     if unused:
         raise NnxplainError(f"parameter '{unused[0]}' belongs to none of the methods "
                             f"({'; '.join(f'{m.name}: ' + (', '.join(sorted(m.params)) or 'none') for m in resolved)})")
@@ -355,17 +347,17 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
             names[id(node)] = method.rule_for(node, where)[0]
         return names[id(node)]
     # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
-    e.zero_where_zero = zero_where_zero(e.graph, rule_name, model_nodes)
+    context = {**(context or {}), "zero_where_zero": zero_where_zero(e.graph, rule_name, model_nodes)}
 
     def rule_for(node):
         _, rule, rule_params = method.rule_for(node, where)
-        extra = {need: (context or {})[need] for need in rule.needs}  # what the rule needs besides parameters
-        return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params, **extra)
+        needs = {need: context[need] for need in rule.needs}  # what the rule needs besides parameters
+        return lambda e_, node_, *dys: rule.call(e_, node_, dys, rule_params, needs)
 
     references = {}
     if "reference" in method.needs:  # DeepLIFT: the forward pass of the reference input, beside x's
         references = reference_forward(e, method, inputs, context)
-        context = {**(context or {}), "reference": references}
+        context = {**context, "reference": references}
     relevance = propagate(e, {y.name: seed}, inputs, rule_for, model_nodes if nodes is None else nodes)
     out = []
     for x in inputs:

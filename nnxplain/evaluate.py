@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import NnxplainError
+from .params import scoped
 
 PERTURBATIONS = ("mean", "zeros", "gaussian", "invert")
 RANDOM = "random"
@@ -162,9 +163,7 @@ class Evaluation:
             if name == RANDOM:
                 continue
             if name in PERTURBATION_METHODS:
-                own = {k: v for k, v in (params or {}).items() if "." not in k and k in PERTURBATION_METHODS[name]}
-                own.update({k[len(name) + 1:]: v for k, v in (params or {}).items() if k.startswith(name + ".")})
-                self.explainers[name] = own
+                self.explainers[name] = scoped(params or {}, name, PERTURBATION_METHODS[name])
             else:
                 analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
                 if analyzer.model is None:
@@ -229,10 +228,7 @@ def _own(name, params):
     from .methods import load_method
     from .perturbation import DEFAULTS
     params = {k: v for k, v in params.items() if k.split(".")[0] not in DEFAULTS}
-    settable = set(load_method(name).settable())
-    out = {k: v for k, v in params.items() if "." not in k and k in settable}
-    out.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
-    return out
+    return scoped(params, name, load_method(name).settable())
 
 
 def table(result: dict) -> str:

@@ -1,14 +1,18 @@
-"""LRP and Deep Taylor rules: how relevance crosses one node, registered into propagation.RULES.
+"""LRP and Deep Taylor rules: how relevance crosses one node, registered in nnxplain.rule_registry.
 
-Every rule for a linear layer is written once against `LINEAR[node.op](node)` (Conv of any rank,
-grouped and depthwise; Gemm; MatMul with a constant weight) with the gradient trick:
+Every rule for a linear layer (Conv of any rank, grouped and depthwise; Gemm; MatMul with a constant
+weight) is one specification of the same computation, zennit's BasicHook (see `basic`):
 
     z = sum_k forward(x_k, W_k) (+ b')      the layer run on modified inputs / weights
     s = R / stabilized(z)
     R_in = sum_k x_k * transpose(s, W_k)
 
-Weight modifications (W+, W-, W + gamma W+, W^2, ones) are computed with numpy when the graph is
-compiled and stored as constants; only the activations' sign split runs in the graph.
+A rule says how to modify the weights (W+, W + gamma W+, W^2, ones), whether the bias joins z, the
+stabilizer (SafeDivide, epsilon, or any function of z), whether x is replaced by ones (relevance spread
+by the weights alone) and the bounds of z^B. Weight modifications are computed with numpy when the
+graph is compiled and stored as constants; only the activations' sign split runs in the graph.
+alpha-beta has its own path: it reads its negative pre-activation off the forward pass's output and
+transposes all its terms in one pass of the layer (benchmarks/README: LRP rules).
 
 Divisions use iNNvestigate's SafeDivide (eps = 1e-7 where z == 0, and here also where z is subnormal)
 except the epsilon rule, whose stabilizer is z + epsilon * sign(z) with sign(0) = +1 (built with
@@ -24,13 +28,17 @@ Nodes that are not linear layers:
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from .emitter import FLOAT
 from . import ops
+from .layer import LinearLayer
 from .ops import LINEAR, VJP, having
-from .propagation import RULES, Rule
+from .params import flag, number, numbers
+from .rule_registry import RULES, register
 
 SAFE_EPS = 1e-7  # iNNvestigate's SafeDivide factor (Keras' epsilon)
 TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
@@ -48,12 +56,17 @@ def safe(e, z):
     return e.Where(e.Less(e.Abs(z), TINY), SAFE_EPS, z)
 
 
-def stabilized(e, z, epsilon: float):
-    """z + epsilon * sign(z), sign(0) = +1. An epsilon below the smallest normal float (0 is the
-    only one parameter checking lets through) cannot keep the result away from 0: there the
-    z-rule's safe division guards it instead."""
-    out = e.Add(z, e.Where(e.GreaterOrEqual(z, 0.0), float(epsilon), float(-epsilon)))
-    return out if epsilon >= TINY else safe(e, out)
+def stabilized(e, z, stabilizer: float | Callable, nonnegative: bool = False):
+    """The denominator of R / z. A float epsilon: z + epsilon * sign(z), sign(0) = +1 (just z + epsilon
+    where z is `nonnegative`); an epsilon below the smallest normal float (0: the z-rule) cannot keep
+    it away from 0, and iNNvestigate's SafeDivide guards it instead. A callable: `stabilizer(e, z)`."""
+    if callable(stabilizer):
+        return stabilizer(e, z)
+    if stabilizer < TINY:
+        return safe(e, z)
+    if nonnegative:
+        return e.Add(z, float(stabilizer))
+    return e.Add(z, e.Where(e.GreaterOrEqual(z, 0.0), float(stabilizer), float(-stabilizer)))
 
 
 def positive(e, x):
@@ -64,33 +77,27 @@ def negative(e, x):
     return e.Neg(e.Relu(e.Neg(x)))  # min(x, 0)
 
 
-class Layer:
-    """A linear node seen through LINEAR: its activation input, constant weight and bias, and the
-    sign of the scale its forward applies (Gemm's alpha and beta), so W+ means the weights whose
-    effect is positive."""
+class Layer(LinearLayer):
+    """A linear node as the LRP rules use it: its weight and bias views (nnxplain.layer), the sign of
+    the scale its forward applies to each (Gemm's alpha and beta, so that W+ means the weights whose
+    effect is positive), and the graph it emits."""
 
     def __init__(self, node: gs.Node, rule: str):
-        lin = LINEAR[node.op](node) if node.op in LINEAR else None
-        w = node.inputs[lin.weight] if lin is not None else None
-        if lin is None or not isinstance(w, gs.Constant):
+        try:
+            super().__init__(node)
+        except ValueError:
             found = "a computed weight" if node.op in LINEAR else f"op {node.op}"
             raise ValueError(f"rule '{rule}' needs a linear layer (Conv, Gemm, MatMul) with a constant weight, "
-                             f"found {found}")
-        self.node, self.lin = node, lin
-        self.x = node.inputs[lin.x]
-        self.w = w.values.astype(np.float64)
-        b = node.inputs[lin.bias] if lin.bias is not None and lin.bias < len(node.inputs) else None
-        if b is not None and not b.name:
-            b = None
-        if b is not None and not isinstance(b, gs.Constant):
-            raise ValueError(f"rule '{rule}' needs a constant bias, found a computed one ('{b.name}')")
-        self.b = None if b is None else b.values.astype(np.float64)
-        self.w_sign = float(np.sign(node.attrs.get("alpha", 1.0))) if node.op == "Gemm" else 1.0
-        self.b_sign = float(np.sign(node.attrs.get("beta", 1.0))) if node.op == "Gemm" else 1.0
+                             f"found {found}") from None
+        if self.bias_tensor is not None and self.bias is None:
+            raise ValueError(f"rule '{rule}' needs a constant bias, found a computed one ('{self.bias_tensor.name}')")
+        self.rule = rule
+        self.w, self.b = self.weight, self.bias
+        self.w_sign, self.b_sign = float(np.sign(self.alpha)), float(np.sign(self.beta))
 
     # weight and bias parts (numpy, compile time)
     def w_pos(self):
-        return self.w * (self.w_sign * self.w > 0)
+        return positive_part(self.w, self.w_sign)
 
     def w_neg(self):
         return self.w * (self.w_sign * self.w < 0)
@@ -111,16 +118,12 @@ class Layer:
     def bias_term(self, e, b):
         """b as the forward adds it to the output (Gemm: times beta; Conv: per channel)."""
         if self.node.op == "Gemm":
-            return e.const((self.node.attrs.get("beta", 1.0) * b).astype(FLOAT))
+            return e.const((self.beta * b).astype(FLOAT))
         rank = len(self.node.outputs[0].shape or []) or (self.w.ndim if self.node.op == "Conv" else 2)
         return e.const(b.reshape([-1] + [1] * (rank - 2)).astype(FLOAT) if self.node.op == "Conv" else b.astype(FLOAT))
 
     def transpose(self, e, s, w):
         return self.lin.transpose(e, self.node, s, self.const(e, w))
-
-    def out_in_layout(self) -> bool:
-        """Whether the weight is stored [out, in, ...] (Conv, Gemm with transB) or [in, out] (Gemm, MatMul)."""
-        return self.node.op == "Conv" or (self.node.op == "Gemm" and self.node.attrs.get("transB", 0))
 
     def channel_axis(self) -> int:
         return 1 if self.node.op == "Conv" else -1
@@ -142,9 +145,19 @@ class Layer:
         n_in = blocks[0][0].shape[1] if self.out_in_layout() else blocks[0][0].shape[0]
         return e.op("Split", c, e.ints([n_in] * len(blocks[0])), axis=self.channel_axis(), outputs=len(blocks[0]))
 
-    def filled(self, e, value: float):
-        """A tensor shaped like x, every entry `value`."""
-        return e.ConstantOfShape(e.shape_of(self.x), value=np.array([value], FLOAT))
+    def filled(self, e, value: float | list, name: str = "value"):
+        """A tensor shaped like x, every entry `value`; a list: one value per input channel (parameter `name`)."""
+        if not isinstance(value, (list, tuple)):
+            return e.ConstantOfShape(e.shape_of(self.x), value=np.array([value], FLOAT))
+        channels = self.input_channels()
+        if len(value) != channels:
+            raise ValueError(f"rule '{self.rule}': {name} has {len(value)} values (one per input channel) but the "
+                             f"layer has {channels} input channels")
+        if self.node.op == "Gemm" and self.node.attrs.get("transA", 0):
+            raise ValueError(f"rule '{self.rule}': per-channel {name} needs a Gemm without transA")
+        rank = len(self.weight.shape) if self.node.op == "Conv" else 1  # channels: axis 1 (Conv), last (Gemm, MatMul)
+        per_channel = np.array(value, FLOAT).reshape([-1] + [1] * (rank - 2))
+        return e.Expand(e.const(per_channel), e.shape_of(self.x))
 
     def result(self, r_in):
         out = [None] * len(self.node.inputs)
@@ -160,8 +173,6 @@ def nonnegative(t: gs.Tensor) -> bool:
     return ops.nonnegative_output(t.inputs[0], nonnegative)
 
 
-# Rules whose relevance at the input is x times something: zero wherever x is zero.
-TIMES_INPUT_RULES = {"z", "epsilon", "gamma", "alpha_beta", "z_plus_fast"}
 ROUTING = having(category="routing")
 
 
@@ -189,13 +200,13 @@ def _keeps_zero(consumer, t, rule_name, known) -> bool:
         rule = rule_name(consumer)
     except Exception:  # no rule for this node: say nothing about it
         return False
-    if rule in TIMES_INPUT_RULES:
+    if RULES[rule].times_input:
         return consumer.op in PROPORTIONAL_OPS or (consumer.op in LINEAR and consumer.inputs[0] is t)
     passes = (rule == "pass" and ops.zero_preserving(consumer)) or (rule == "gradient" and consumer.op in ROUTING)
     return passes and all(o.name in known for o in consumer.outputs)
 
 
-def relu_after(e, node) -> gs.Tensor | None:
+def relu_after(e, node, zero_where_zero) -> gs.Tensor | None:
     """The output a = Relu(z) of a linear node whose output z only feeds that ReLU, when the relevance
     at a is 0 wherever a is 0 (see zero_where_zero): then z may be read as a. Where z > 0, a = z;
     where z <= 0 the relevance is 0, so the quotient R / z is 0 whatever stands in for z. Reading a
@@ -205,58 +216,100 @@ def relu_after(e, node) -> gs.Tensor | None:
     if len(consumers) != 1 or consumers[0].op != "Relu" or any(t is z for t in e.graph.outputs):
         return None
     a = consumers[0].outputs[0]
-    return a if a.name in getattr(e, "zero_where_zero", ()) else None
+    return a if a.name in zero_where_zero else None
 
 
 # ------------------------------------------------------------------------------------ linear rules
 
-def _proportional(e, node, dy, divide):
+def basic(e, node, dy, rule: str, modify: Callable | None = None, bias: bool = True, stabilizer=0.0,
+          input_free: bool = False, bounds: tuple | None = None, zero_where_zero=()):
+    """The z -> s -> R computation every z-family rule specifies (zennit's BasicHook):
+
+        z = forward(x', W', b') - forward(low, W+) - forward(high, W-)      (the last two: `bounds`)
+        R_in = x' * transpose(s, W') - low * transpose(s, W+) - high * transpose(s, W-),  s = R / stabilized(z)
+
+    `modify(p, sign)`: W' and b' from the stored weight and bias (sign: the sign of the scale the op
+    applies to them, Gemm's alpha and beta); None keeps them. `bias`: whether b' joins z. `stabilizer`:
+    a float epsilon or a function of z (see stabilized). `input_free`: x' = 1 and R_in = transpose(s, W')
+    (relevance spread by the weights alone). `bounds`: (low, high), each a float or one per input
+    channel. Where z is the node's own output (weights and bias unmodified) it is read off the forward
+    pass, or off its ReLU (relu_after)."""
+    layer = Layer(node, rule)
+    w = layer.w if modify is None else modify(layer.w, layer.w_sign)
+    b = None if not bias or layer.b is None else layer.b if modify is None else modify(layer.b, layer.b_sign)
+    x = layer.filled(e, 1.0) if input_free else layer.x
+    terms = [(x, w)]
+    if bounds is not None:  # z^B: the lowest contribution the bounded input can make, subtracted
+        terms += [(layer.filled(e, bounds[0], "low"), -layer.w_pos()), (layer.filled(e, bounds[1], "high"), -layer.w_neg())]
+    a = None
+    if modify is None and not input_free and bounds is None and (bias or layer.b is None):
+        a = relu_after(e, node, zero_where_zero)
+        z = a or node.outputs[0]
+    else:
+        z = layer.forward(e, x, w, b)
+        for x_k, w_k in terms[1:]:
+            z = e.Add(z, layer.forward(e, x_k, w_k))
+    s = e.Div(dy, stabilized(e, z, stabilizer, nonnegative=a is not None))
+    r = layer.transpose(e, s, w) if input_free else e.Mul(x, layer.transpose(e, s, w))
+    for x_k, w_k in terms[1:]:
+        r = e.Add(r, e.Mul(x_k, layer.transpose(e, s, w_k)))
+    return layer.result(r)
+
+
+def positive_part(p, sign):
+    """The weights (or bias) whose effect is positive."""
+    return p * (sign * p > 0)
+
+
+def _proportional(e, node, dy, stabilizer):
     """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output)."""
     live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)]
     if node.op in ("Mul", "Div") and (len(live) != 1 or (node.op == "Div" and live != [0])):
         raise ValueError(f"the z-rule on {node.op} needs one computed operand and a constant "
                          f"(a scale), found {len(live)} computed operands")
-    grads = VJP[node.op](e, node, divide(e, node.outputs[0], dy))
+    grads = VJP[node.op](e, node, e.Div(dy, stabilized(e, node.outputs[0], stabilizer)))
     return [e.Mul(node.inputs[i], g) if i in live and g is not None else None for i, g in enumerate(grads)]
 
 
-def lrp_z(e, node, dy, ignore_bias: bool = False):
+IGNORE_BIAS = {"ignore_bias": flag(False)}  # iNNvestigate's _IB methods: the bias does not join z
+ZERO_WHERE_ZERO = ("zero_where_zero",)      # lets a rule read z off the ReLU after the layer (relu_after)
+
+
+@register("z", LINEAR_OPS | PROPORTIONAL_OPS, "LRP-z: relevance in proportion to the contributions x_i w_ij",
+          params=IGNORE_BIAS, needs=ZERO_WHERE_ZERO, times_input=True)
+def lrp_z(e, node, dy, ignore_bias, zero_where_zero):
     """LRP-z (LRP-0): R_i = x_i w_ij / z_j R_j; `ignore_bias` drops b from z (iNNvestigate's _IB)."""
     if node.op not in LINEAR:
-        return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, safe(e_, z)))
-    layer = Layer(node, "z")
-    z = layer.forward(e, layer.x, layer.w) if ignore_bias and layer.b is not None else (
-        relu_after(e, node) or node.outputs[0])
-    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), layer.w)))
+        return _proportional(e, node, dy, 0.0)
+    return basic(e, node, dy, "z", bias=not ignore_bias, zero_where_zero=zero_where_zero)
 
 
-def lrp_epsilon(e, node, dy, epsilon: float = 1e-7, ignore_bias: bool = False):
+@register("epsilon", LINEAR_OPS | PROPORTIONAL_OPS, "LRP-epsilon: z + epsilon * sign(z) absorbs weak relevance",
+          params={"epsilon": number(1e-7, lambda v: v >= 0, "a finite number >= 0 (0: the z-rule with its safe division)"),
+                  **IGNORE_BIAS}, needs=ZERO_WHERE_ZERO, times_input=True)
+def lrp_epsilon(e, node, dy, epsilon, ignore_bias, zero_where_zero):
     """LRP-epsilon: z stabilized by epsilon * sign(z) (sign(0) = +1); reuses the forward pre-activation."""
     if node.op not in LINEAR:
-        return _proportional(e, node, dy, lambda e_, z, r: e_.Div(r, stabilized(e_, z, epsilon)))
-    layer = Layer(node, "epsilon")
-    if ignore_bias and layer.b is not None:
-        denominator = stabilized(e, layer.forward(e, layer.x, layer.w), epsilon)
-    else:
-        a = relu_after(e, node)
-        if a is not None:  # a >= 0: its stabilizer is a + epsilon
-            denominator = e.Add(a, float(epsilon)) if epsilon >= TINY else safe(e, a)
-        else:
-            denominator = stabilized(e, node.outputs[0], epsilon)
-    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, denominator), layer.w)))
+        return _proportional(e, node, dy, epsilon)
+    return basic(e, node, dy, "epsilon", bias=not ignore_bias, stabilizer=epsilon, zero_where_zero=zero_where_zero)
 
 
-def lrp_gamma(e, node, dy, gamma: float = 0.25, ignore_bias: bool = False):
+@register("gamma", LINEAR_OPS, "LRP-gamma: W + gamma W+ favours positive contributions",
+          params={"gamma": number(0.25, lambda v: v >= 0, "a finite number >= 0"), **IGNORE_BIAS}, times_input=True)
+def lrp_gamma(e, node, dy, gamma, ignore_bias):
     """LRP-gamma: weights (and bias) W + gamma * W+ favour positive contributions."""
-    layer = Layer(node, "gamma")
-    w = layer.w + gamma * layer.w_pos()
-    b = None if ignore_bias or layer.b is None else layer.b + gamma * layer.b_pos()
-    z = layer.forward(e, layer.x, w, b)
-    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), w)))
+    return basic(e, node, dy, "gamma", modify=lambda p, sign: p + gamma * positive_part(p, sign), bias=not ignore_bias)
 
 
-def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None = None,
-                   ignore_bias: bool = False, bias_split: bool = True):
+def _check_alpha_beta(params: dict):
+    alpha_beta_params(params.get("alpha"), params.get("beta"))
+
+
+@register("alpha_beta", LINEAR_OPS, "LRP-alpha-beta: alpha positive minus beta negative shares",
+          params={"alpha": number(None), "beta": number(None, lambda v: v >= 0, "a finite number >= 0"),
+                  **IGNORE_BIAS, "bias_split": flag(True)},
+          needs=ZERO_WHERE_ZERO, times_input=True, check=_check_alpha_beta)
+def lrp_alpha_beta(e, node, dy, alpha, beta, ignore_bias, bias_split, zero_where_zero):
     """LRP-alpha-beta: alpha * (positive contributions' share) - beta * (negative contributions' share).
 
     Positive contributions are x+ W+ and x- W-, negative ones x+ W- and x- W+. With `bias_split`
@@ -284,7 +337,7 @@ def lrp_alpha_beta(e, node, dy, alpha: float | None = None, beta: float | None =
     # the negative pre-activation is that minus the positive one, which saves passes of the layer.
     # Its quotient can be huge where there are no negative contributions (z- ~ 0 up to rounding), but
     # then every term it multiplies below is exactly 0: the transposes stay split by sign for that.
-    z_node = relu_after(e, node) or node.outputs[0]
+    z_node = relu_after(e, node, zero_where_zero) or node.outputs[0]
     signed = not nonnegative(x)  # after a ReLU the negative part of x is 0: its terms are skipped
     xp = positive(e, x) if signed else x
     xn = negative(e, x) if signed else None
@@ -320,21 +373,13 @@ def alpha_beta_params(alpha, beta) -> tuple[float, float]:
     return alpha, beta
 
 
+@register("z_plus_fast", LINEAR_OPS, "z+ with W+ on the input as it is, no bias", times_input=True)
 def lrp_z_plus_fast(e, node, dy):
     """z+ fast (iNNvestigate): W+ applied to x as it is (assumes x >= 0), no bias."""
-    layer = Layer(node, "z_plus_fast")
-    w = layer.w_pos()
-    z = layer.forward(e, layer.x, w)
-    return layer.result(e.Mul(layer.x, layer.transpose(e, e.Div(dy, safe(e, z)), w)))
+    return basic(e, node, dy, "z_plus_fast", modify=positive_part, bias=False)
 
 
-def _input_free(e, node, dy, w, rule):
-    """R_in = W'^T (R / (W' 1)): relevance spread by the modified weights alone (w-square, flat)."""
-    layer = Layer(node, rule)
-    z = layer.forward(e, layer.filled(e, 1.0), w)
-    return layer.result(layer.transpose(e, e.Div(dy, safe(e, z)), w))
-
-
+@register("w_square", LINEAR_OPS | {"Mul", "Div"}, "w^2: relevance spread by the squared weights (passes an elementwise scale)")
 def lrp_w_square(e, node, dy):
     """w^2 rule (Montavon et al. 2017): R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j, independent of x; no bias.
     On a Mul / Div by a constant (an elementwise scale: a BatchNormalization that could not be folded)
@@ -342,7 +387,7 @@ def lrp_w_square(e, node, dy):
     a fused BatchNormalization layer)."""
     if node.op in ("Mul", "Div"):
         return _elementwise_w_square(e, node, dy)
-    return _input_free(e, node, dy, Layer(node, "w_square").w ** 2, "w_square")
+    return basic(e, node, dy, "w_square", modify=lambda p, sign: p ** 2, bias=False, input_free=True)
 
 
 def _elementwise_w_square(e, node, dy):
@@ -365,26 +410,30 @@ def _elementwise_w_square(e, node, dy):
     return out
 
 
+@register("flat", LINEAR_OPS, "flat: relevance spread evenly over the receptive field")
 def lrp_flat(e, node, dy):
     """Flat rule: R_j spread evenly over the inputs in its receptive field; no bias."""
-    return _input_free(e, node, dy, np.ones_like(Layer(node, "flat").w), "flat")
+    return basic(e, node, dy, "flat", modify=lambda p, sign: np.ones_like(p), bias=False, input_free=True)
 
 
-def lrp_bounded(e, node, dy, low: float = -1.0, high: float = 1.0, ignore_bias: bool = True):
-    """z^B (Montavon et al. 2017) for inputs in [low, high]: z = x W - low W+ - high W- (no bias by default,
-    as iNNvestigate's BoundedRule; zennit's ZBox cancels its bias terms the same way)."""
-    layer = Layer(node, "bounded")
-    x, wp, wn = layer.x, layer.w_pos(), layer.w_neg()
-    lo, hi = layer.filled(e, float(low)), layer.filled(e, float(high))
-    b = None if ignore_bias else layer.b
-    z = e.Sub(e.Sub(layer.forward(e, x, layer.w, b), layer.forward(e, lo, wp)), layer.forward(e, hi, wn))
-    s = e.Div(dy, safe(e, z))
-    r = e.Mul(x, layer.transpose(e, s, layer.w))
-    r = e.Sub(r, e.Mul(lo, layer.transpose(e, s, wp)))
-    r = e.Sub(r, e.Mul(hi, layer.transpose(e, s, wn)))
-    return layer.result(r)
+def _check_bounds(params: dict):
+    low, high = (np.asarray(params[k], np.float64) for k in ("low", "high"))
+    if low.shape != high.shape and low.ndim and high.ndim:
+        raise ValueError(f"rule 'bounded' needs as many low as high values, got {low.size} and {high.size}")
+    if not (low <= high).all():
+        raise ValueError(f"rule 'bounded' needs low <= high, got low={params['low']}, high={params['high']}")
 
 
+@register("bounded", LINEAR_OPS, "z^B: Deep Taylor for inputs bounded by low and high (per input channel or all)",
+          params={"low": numbers(), "high": numbers(), "ignore_bias": flag(True)}, check=_check_bounds)
+def lrp_bounded(e, node, dy, low, high, ignore_bias):
+    """z^B (Montavon et al. 2017) for inputs in [low, high], each a float or one per input channel:
+    z = x W - low W+ - high W- (no bias by default, as iNNvestigate's BoundedRule; zennit's ZBox cancels
+    its bias terms the same way)."""
+    return basic(e, node, dy, "bounded", bias=not ignore_bias, bounds=(low, high))
+
+
+@register("pass", PASS_OPS | LINEAR_OPS, "relevance passes unchanged (activations; same-shape layers)")
 def pass_through(e, node, dy):
     """Relevance passes unchanged (activations; Captum's IdentityRule on a layer that keeps its input's shape)."""
     if node.op in LINEAR:
@@ -395,16 +444,3 @@ def pass_through(e, node, dy):
         return layer.result(dy)
     return [dy] + [None] * (len(node.inputs) - 1)
 
-
-RULES.update({
-    "z": Rule(lrp_z, LINEAR_OPS | PROPORTIONAL_OPS, "LRP-z: relevance in proportion to the contributions x_i w_ij"),
-    "epsilon": Rule(lrp_epsilon, LINEAR_OPS | PROPORTIONAL_OPS, "LRP-epsilon: z + epsilon * sign(z) absorbs weak relevance"),
-    "gamma": Rule(lrp_gamma, LINEAR_OPS, "LRP-gamma: W + gamma W+ favours positive contributions"),
-    "alpha_beta": Rule(lrp_alpha_beta, LINEAR_OPS, "LRP-alpha-beta: alpha positive minus beta negative shares"),
-    "z_plus_fast": Rule(lrp_z_plus_fast, LINEAR_OPS, "z+ with W+ on the input as it is, no bias"),
-    "w_square": Rule(lrp_w_square, LINEAR_OPS | {"Mul", "Div"},
-                     "w^2: relevance spread by the squared weights (passes an elementwise scale)"),
-    "flat": Rule(lrp_flat, LINEAR_OPS, "flat: relevance spread evenly over the receptive field"),
-    "bounded": Rule(lrp_bounded, LINEAR_OPS, "z^B: Deep Taylor for inputs bounded by low and high"),
-    "pass": Rule(pass_through, PASS_OPS | LINEAR_OPS, "relevance passes unchanged (activations; same-shape layers)"),
-})

@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from . import params as params_
 from .errors import NnxplainError
 from .ops import groups
-from .propagation import RULES, Rule, rule_params
+from .propagation import RULES, Rule
 
 # Op groups a pattern can name instead of op types: each op's category and the groups its record
 # names (nnxplain/ops): relu, activation, convolution, linear (Gemm, MatMul), pooling, add, routing, ...
@@ -91,17 +91,33 @@ class Method:
         if unknown:
             known = ", ".join(self.settable()) or "none"
             raise NnxplainError(f"method '{self.name}' has no parameter '{unknown[0]}' (its parameters: {known})")
-        where = f"method '{self.name}'"
-        params = {k: params_.check(where, k, v, self.params.get(k), parse=True) for k, v in overrides.items()}
+        params = {k: self.check_param(k, v, parse=True) for k, v in overrides.items()}
         method = Method(**{**self.__dict__, "params": {**self.params, **params}})
         method.validate(final=True)
         return method
+
+    def spec(self, key: str) -> tuple[str | None, params_.Spec | None]:
+        """(the rule that declares parameter `key`, its declaration) among the rules the method uses
+        (a sampling method: its base method's); else (None, nnxplain.params.PARAMS's, if any)."""
+        if self.kind == "sampling" and self.base is not None and key not in params_.PARAMS:
+            return load_method(self.base).spec(key)
+        for rule in [entry.rule for entry in self.rules] + [self.default]:
+            if key in RULES[rule].params:
+                return rule, RULES[rule].params[key]
+        return None, params_.PARAMS.get(key)
+
+    def check_param(self, key: str, value, parse: bool = False):
+        """`value` as parameter `key` takes it (converted and checked through its declaration), or an
+        error naming the method, the rule that declares the parameter, and what a valid value is."""
+        rule, spec = self.spec(key)
+        where = f"method '{self.name}'" + (f" (rule '{rule}')" if rule else "")
+        return params_.check(where, key, value, self.params.get(key), parse=parse, spec=spec)
 
     def validate(self, final: bool = False):
         """Every parameter's type and range (nnxplain.params); once all are given (final), that none
         is missing and what each rule entry's parameters must satisfy together."""
         where = f"method '{self.name}'"
-        self.params = {k: params_.check(where, k, v) for k, v in self.params.items()}
+        self.params = {k: self.check_param(k, v) for k, v in self.params.items()}
         missing = [k for k in self.required if k not in self.params]
         if not final:
             return
@@ -111,13 +127,27 @@ class Method:
         if self.kind == "sampling":
             params_.check_sampling(where, self.params, self.sampling["inputs"])
         for entry in self.rules:
-            accepted = rule_params(RULES[entry.rule].fn)
-            effective = {**accepted, **{k: v for k, v in self.params.items() if k in accepted}, **entry.params}
-            params_.check_rule(f"{where} ({entry.source} entry {entry.index})", entry.rule, effective)
+            rule = RULES[entry.rule]
+            effective = {**rule.defaults(), **self.rule_params(entry)}
+            entry_where = f"{where} ({entry.source} entry {entry.index})"
+            absent = [k for k in rule.required() if k not in effective]
+            if absent:
+                raise NnxplainError(f"{entry_where}: rule '{entry.rule}' needs parameter '{absent[0]}' (set it in the "
+                                    f"entry or in [params])")
+            if rule.check is not None:
+                try:
+                    rule.check(effective)
+                except ValueError as exc:
+                    raise NnxplainError(f"{entry_where}: {exc}") from None
+
+    def rule_params(self, entry: RuleEntry) -> dict:
+        """The parameters rule entry `entry` sets, else the method's parameters its rule declares."""
+        declared = RULES[entry.rule].params
+        return {**{k: v for k, v in self.params.items() if k in declared}, **entry.params}
 
     def rule_for(self, node: gs.Node, positions: dict | None = None) -> tuple[str, Rule, dict]:
         """The first rule entry whose pattern matches the node, and the rule's parameters: those the
-        entry sets, else the method's parameters of the same name, else the rule's defaults. Nodes no
+        entry sets, else the method's parameters of the same name (the rule adds its defaults). Nodes no
         entry matches get the method's default rule (the op's gradient), or an error if it is strict."""
         for entry in self.rules:
             if entry.pattern.matches(node, positions):
@@ -126,9 +156,7 @@ class Method:
                     raise NnxplainError(f"method '{self.name}': rule '{entry.rule}' ({entry.source} entry {entry.index}: "
                                         f"{entry.pattern.describe()}) matched node '{node.name}' (op {node.op}) but "
                                         f"applies only to {', '.join(sorted(rule.ops))}")
-                accepted = rule_params(rule.fn)
-                params = {k: v for k, v in self.params.items() if k in accepted}
-                return entry.rule, rule, {**params, **entry.params}
+                return entry.rule, rule, self.rule_params(entry)
         if self.strict:
             raise NnxplainError(f"method '{self.name}': node '{node.name}' (op {node.op}) is matched by no rule entry "
                                 f"(expected one of: {'; '.join(e.pattern.describe() for e in self.rules)})")
@@ -268,7 +296,7 @@ def parse_method(data: dict, default_name: str, source: str = "", _including: tu
     default = data.get("default", "gradient")
     if default not in RULES:
         raise NnxplainError(f"{where}: default names rule '{default}' (known rules: {', '.join(sorted(RULES))})")
-    params = {k: params_.check(where, k, v) for k, v in data.get("params", {}).items()}
+    params = dict(data.get("params", {}))  # checked through the rules' declarations once the entries are read
     required, optional = list(data.get("required", [])), list(data.get("optional", []))
     for key in required + optional:
         if key in params:
@@ -358,12 +386,13 @@ def _entry(raw: dict, index: int, where: str, method_params: set) -> RuleEntry:
         raise NnxplainError(f"{where}: rule entry {index}: position must be one of {sorted(POSITIONS)}, "
                             f"got {params_.show(position)}")
     pattern = Pattern(ops=None if ops is None else _expand(ops, where), name=name, position=position)
-    accepted = rule_params(RULES[rule].fn)
-    unknown = sorted(set(raw) - set(accepted))
+    declared = RULES[rule].params
+    unknown = sorted(set(raw) - set(declared))
     if unknown:
         raise NnxplainError(f"{where}: rule entry {index}: rule '{rule}' has no parameter '{unknown[0]}' "
-                            f"(its parameters: {', '.join(accepted) or 'none'})")
-    params = {k: params_.check(f"{where}: rule entry {index}", k, v, accepted[k]) for k, v in raw.items()}
+                            f"(its parameters: {', '.join(declared) or 'none'})")
+    params = {k: params_.check(f"{where}: rule entry {index}", k, v, spec=declared[k])
+              for k, v in raw.items()}
     return RuleEntry(pattern, rule, params, index=index, source=Path(where).name)
 
 

@@ -2,10 +2,12 @@
 (before anything is compiled or run), so that a parameter out of range is one clear error instead
 of NaN explanations or a crash inside ONNX Runtime.
 
-`check(where, key, value)` converts a value (strings from the command line take the parameter's
-type) and checks it; `check_rule(where, rule, params)` checks what depends on several parameters of
-one rule (alpha - beta = 1, low <= high). A parameter this table does not know (one a method file
-invents for its own rule entries) must still be a plain scalar, and a finite number if a number.
+`check(where, key, value, spec)` converts a value (strings from the command line take the parameter's
+type) and checks it against its Spec: a propagation rule declares the Specs of its parameters where it
+is registered (nnxplain.rule_registry); the methods' own parameters are declared in PARAMS below. A
+parameter nobody declares (one a method file invents for its own rule entries) must still be a plain
+scalar, and a finite number if a number. `scoped(params, method, settable)` picks a method's
+parameters out of the `key` / `method.key` ones a user gives for several methods at once.
 """
 from __future__ import annotations
 
@@ -24,10 +26,14 @@ MAX_BLOCKS = 256  # each block of `chunk` samples is a copy of the forward and b
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+REQUIRED = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()  # a Spec's default: none, must be given
+
+
 class Spec(NamedTuple):
-    kind: type                            # float, int, bool or str
-    ok: Callable[[object], bool] | None   # the range check (after the type check)
+    kind: type                            # float, int, bool, str, or list: a float or a list of floats
+    ok: Callable[[object], bool] | None   # the range check (after the type check; each entry of a list)
     wants: str                            # what a valid value is, for the message
+    default: object = REQUIRED            # a rule parameter's default (None: optional, no value)
 
 
 POSTPROCESS = ("none", "abs", "square")
@@ -37,18 +43,22 @@ def _choices(*values):
     return Spec(str, lambda v: v in values, "one of " + ", ".join(values))
 
 
+def number(default=REQUIRED, ok=None, wants="a finite number") -> Spec:
+    return Spec(float, ok, wants, default)
+
+
+def flag(default=REQUIRED) -> Spec:
+    return Spec(bool, None, "true or false", default)
+
+
+def numbers(default=REQUIRED, wants="a finite number, or a list of them like [-2.1,-1.9,-1.8] (one per input "
+                                     "channel)") -> Spec:
+    """A float broadcast over the input channels, or a list of floats, one per channel."""
+    return Spec(list, None, wants, default)
+
+
+# The methods' own parameters (a propagation rule's are declared where the rule is registered).
 PARAMS: dict[str, Spec] = {
-    # propagation rules
-    "epsilon": Spec(float, lambda v: v >= 0, "a finite number >= 0 (0: the z-rule with its safe division)"),
-    "gamma": Spec(float, lambda v: v >= 0, "a finite number >= 0"),
-    "alpha": Spec(float, None, "a finite number"),
-    "beta": Spec(float, lambda v: v >= 0, "a finite number >= 0"),
-    "low": Spec(float, None, "a finite number"),
-    "high": Spec(float, None, "a finite number"),
-    "eps": Spec(float, lambda v: v > 0, "a finite number > 0"),
-    "ignore_bias": Spec(bool, None, "true or false"),
-    "bias_split": Spec(bool, None, "true or false"),
-    # methods
     "postprocess": _choices(*POSTPROCESS),
     "pattern_type": _choices(*PATTERN_TYPES),
     "stddev": Spec(float, lambda v: v > 0, "a finite number > 0"),
@@ -71,18 +81,26 @@ PARAMS: dict[str, Spec] = {
 }
 
 
-def check(where: str, key: str, value, default=None, parse: bool = False):
-    """`value` as parameter `key` takes it, or a clear error naming `where` (the method) and what a
-    valid value is. With `parse` (values from the command line) a string is converted to the
-    parameter's type (for a parameter this table does not know, to the type of its `default`); a
-    method file's values have their TOML types and are taken as they are."""
-    spec = PARAMS.get(key)
+def check(where: str, key: str, value, default=None, parse: bool = False, spec: Spec | None = None):
+    """`value` as parameter `key` takes it, or a clear error naming `where` (the method, and the rule
+    that declares the parameter) and what a valid value is. `spec`: the parameter's declaration (None:
+    PARAMS's, if any). With `parse` (values from the command line) a string is converted to the
+    parameter's type (for a parameter nobody declares, to the type of its `default`); a method file's
+    values have their TOML types and are taken as they are."""
+    spec = spec or PARAMS.get(key)
     if spec is None and parse and isinstance(value, str) and isinstance(default, (bool, int, float)):
         spec = Spec(type(default), None, f"a {type(default).__name__}")
     if spec is None:
         return _plain(where, key, value)
     if parse and isinstance(value, str) and spec.kind is not str:
         value = _parse(where, key, value, spec)
+    if spec.kind is list:
+        entries = list(value) if isinstance(value, (list, tuple)) else [value]
+        good = bool(entries) and all(_finite_number(v) for v in entries) and not (
+            spec.ok is not None and not all(spec.ok(float(v)) for v in entries))
+        if good:
+            return [float(v) for v in entries] if isinstance(value, (list, tuple)) else float(value)
+        raise NnxplainError(f"{where}: parameter '{key}' must be {spec.wants}, got {show(value)}")
     if spec.kind is bool:
         good = isinstance(value, (bool, np.bool_))
         value = bool(value) if good else value
@@ -92,10 +110,8 @@ def check(where: str, key: str, value, default=None, parse: bool = False):
             good, value = True, int(value)
         value = int(value) if good else value
     elif spec.kind is float:
-        good = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-        if good:
-            value = float(value)
-            good = math.isfinite(value) and abs(value) <= FLOAT32_MAX  # the graph holds it as float32
+        good = _finite_number(value)
+        value = float(value) if good else value
     else:
         good = isinstance(value, str)
     if not good or (spec.ok is not None and not spec.ok(value)):
@@ -103,7 +119,21 @@ def check(where: str, key: str, value, default=None, parse: bool = False):
     return value
 
 
+def _finite_number(value) -> bool:
+    """An int or a float (not a bool) that float32 holds: the graph holds it as float32."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and math.isfinite(float(value)) and abs(float(value)) <= FLOAT32_MAX
+
+
 def _parse(where, key, text, spec):
+    if spec.kind is list:  # `-2` or `[-2.1,-1.9,-1.8]`
+        inner = text.strip()
+        bracketed = inner.startswith("[") and inner.endswith("]")
+        try:
+            values = [float(v) for v in inner[1:-1].split(",")] if bracketed else float(inner)
+        except ValueError:
+            raise NnxplainError(f"{where}: parameter '{key}' must be {spec.wants}, got '{text}'") from None
+        return values
     if spec.kind is bool:
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -132,16 +162,24 @@ def show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_rule(where: str, rule: str, params: dict):
-    """What depends on several parameters of one rule entry (its own parameters over the method's)."""
-    if rule == "alpha_beta":
-        from .lrp import alpha_beta_params
-        try:
-            alpha_beta_params(params.get("alpha"), params.get("beta"))
-        except ValueError as exc:
-            raise NnxplainError(f"{where}: {exc}") from None
-    if rule == "bounded" and "low" in params and "high" in params and not params["low"] <= params["high"]:
-        raise NnxplainError(f"{where}: rule 'bounded' needs low <= high, got low={params['low']}, high={params['high']}")
+def scoped(params: dict, method: str, settable) -> dict:
+    """The parameters of method `method` among `params` (given for several methods at once): each
+    `method.key`, and each plain `key` the method has (`settable`); `method.key` wins over `key`."""
+    out = {key: value for key, value in params.items() if own_key(key, method, settable) == key}
+    out.update({own_key(key, method, settable): value for key, value in params.items()
+                if key.rpartition(".")[0] == method})
+    return out
+
+
+def own_key(key: str, method: str, settable) -> str | None:
+    """The name parameter `key` (`key` or `method.key`) has in method `method`, or None if it is not
+    the method's: a `method.key` always is (an unknown key is then the method's error to report; the
+    key is what follows the last dot, so `deep_taylor.bounded.low` is not deep_taylor's), a plain `key`
+    when the method has it."""
+    scope, _, name = key.rpartition(".")
+    if scope == method:
+        return name
+    return key if key in settable else None
 
 
 def check_sampling(where: str, params: dict, inputs: str):

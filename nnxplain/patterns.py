@@ -39,6 +39,7 @@ from .canonicalize import canonicalize
 from .emitter import FLOAT, Emitter, shape, static_dims
 from .errors import NnxplainError, NnxplainWarning
 from .load import IR_VERSION, load
+from .layer import LinearLayer
 from .ops import LINEAR
 
 PATTERN_TYPES = ("linear", "relu", "relu.negative")
@@ -63,11 +64,7 @@ class Layer:
 
     def to_weight_layout(self, rows: np.ndarray) -> np.ndarray:
         """[K, D] pattern rows -> the ONNX weight's layout, so the op's transpose can take them."""
-        if self.node.op == "Conv":
-            return rows.reshape(self.weight.shape)
-        alpha = float(self.node.attrs.get("alpha", 1.0)) if self.node.op == "Gemm" else 1.0
-        trans_b = self.node.op == "Gemm" and self.node.attrs.get("transB", 0)
-        return (rows if trans_b else rows.T) / alpha  # the transpose multiplies by alpha again
+        return LinearLayer(self.node).from_rows(rows)
 
 
 def layer_key(node: gs.Node) -> str:
@@ -76,20 +73,8 @@ def layer_key(node: gs.Node) -> str:
 
 def linear_layers(graph: gs.Graph) -> list[Layer]:
     """The layers that get patterns: every node with a linear adapter and a constant weight."""
-    layers = []
-    for node in graph.nodes:
-        lin = LINEAR[node.op](node) if node.op in LINEAR else None
-        if lin is None or not isinstance(node.inputs[lin.weight], gs.Constant):
-            continue
-        w = np.asarray(node.inputs[lin.weight].values, np.float64)
-        if node.op == "Conv":
-            layers.append(Layer(layer_key(node), node, w, w.reshape(w.shape[0], -1), node.attrs.get("group", 1)))
-        elif node.op == "Gemm":
-            rows = w if node.attrs.get("transB", 0) else w.T
-            layers.append(Layer(layer_key(node), node, w, rows * float(node.attrs.get("alpha", 1.0))))
-        else:  # MatMul: x @ W with W [D, K]
-            layers.append(Layer(layer_key(node), node, w, w.T))
-    return layers
+    views = [LinearLayer.of(node) for node in graph.nodes]
+    return [Layer(layer_key(v.node), v.node, v.weight, v.rows(), v.groups) for v in views if v is not None]
 
 
 def fingerprint(layers: list[Layer]) -> str:

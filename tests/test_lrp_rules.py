@@ -8,6 +8,8 @@ Inputs are signed, one sample is all zeros, some inputs are zero, and one output
 (weights and bias zero, so z = 0 exactly).
 """
 import itertools
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -65,8 +67,8 @@ def reference(rule, x, W, b, R, **p):
     if rule in ("w_square", "flat"):
         V = W ** 2 if rule == "w_square" else p["support"]  # flat: 1 wherever an input reaches an output
         return V @ (R / safe(np.ones_like(x) @ V))
-    if rule == "bounded":
-        lo, hi = np.full_like(x, p["low"]), np.full_like(x, p["high"])
+    if rule == "bounded":  # low, high: a float, or one per entry of x
+        lo, hi = np.broadcast_to(p["low"], x.shape), np.broadcast_to(p["high"], x.shape)
         z = x @ W + b - lo @ pos(W) - hi @ neg(W)
         s = R / safe(z)
         return x * (W @ s) - lo * (pos(W) @ s) - hi * (neg(W) @ s)
@@ -270,3 +272,174 @@ def test_alpha_beta_after_relu_equals_matrix_reference(kind, params):
                         ).reshape(x.shape) * (x > 0)  # the ReLU passes relevance only where it is open... and
     want = ref(relu, W, b)  # ...x * c is 0 where relu(x) = 0 anyway
     assert relative_error(got, want) < TOL + float32_sensitivity(ref, relu, W, b, want)
+
+
+# ------------------------------------------------------------------------ z^B with per-channel bounds
+
+def per_entry(values, in_shape):
+    """One value per input channel (axis 0 of a sample; a dense layer's features), as one per entry."""
+    return np.broadcast_to(np.reshape(values, (-1,) + (1,) * (len(in_shape) - 1)), in_shape).reshape(-1)
+
+
+@pytest.mark.parametrize("ignore_bias", [True, False])
+@pytest.mark.parametrize("kind", LAYERS)
+def test_bounded_with_per_channel_bounds_equals_matrix_reference(kind, ignore_bias):
+    """z^B for inputs bounded per channel (e.g. an image normalized with per-channel mean and std):
+    low and high are lists, one value per input channel."""
+    rng = np.random.default_rng(zlib.crc32(f"{kind}/bounded_per_channel".encode()))
+    proto, in_shape, W, b, scale, _ = layer_model(kind, rng)
+    low = rng.uniform(-3.0, -1.0, in_shape[0]).round(3).tolist()
+    high = rng.uniform(1.0, 3.0, in_shape[0]).round(3).tolist()
+    method = parse_method({"start": "one", "rule": [{"ops": ["Conv", "Gemm", "MatMul"], "rule": "bounded",
+                                                     "low": low, "high": high, "ignore_bias": ignore_bias}]}, "t")
+    x = inputs(rng, in_shape)
+    got = session(nnxplain.compile(proto, [method], neuron_selection="all")).run(["t"], {"input": x})[0]
+    R = np.broadcast_to(scale.astype(np.float64).reshape(-1), (len(x), scale.size))
+    bounds = {"low": per_entry(low, in_shape), "high": per_entry(high, in_shape), "ignore_bias": ignore_bias}
+
+    def ref(x, W, b):
+        return np.stack([reference("bounded", xi.reshape(-1), W, b, Ri, **bounds) for xi, Ri in zip(x, R)]
+                        ).reshape(x.shape)
+    want = ref(x.astype(np.float64), W, b)
+    assert relative_error(got, want) < TOL + float32_sensitivity(ref, x, W, b, want)
+
+
+def test_per_channel_bounds_of_the_wrong_length_name_the_node_and_parameter():
+    proto, *_ = layer_model("conv2d", np.random.default_rng(0))  # 3 input channels
+    method = parse_method({"start": "one", "rule": [{"ops": ["Conv"], "rule": "bounded", "low": [-1.0, -2.0],
+                                                     "high": 1.0}]}, "t")
+    with pytest.raises(nnxplain.NnxplainError, match="node 'layer'.*low has 2 values .* layer has 3 input channels"):
+        nnxplain.compile(proto, [method], neuron_selection="all")
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "nnxplain", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_list_parameters_on_the_command_line(tmp_path):
+    """`--param low=[-2.1,-1.9,-1.8]` is a list of three floats (one per input channel), the same as
+    low=[...] given in Python; a single float is broadcast over the channels."""
+    proto, in_shape, *_ = layer_model("conv2d", np.random.default_rng(4))
+    onnx.save(proto, tmp_path / "layer.onnx")
+    low, high = [-2.1, -1.9, -1.8], [2.2, 2.4, 2.6]
+    done = cli("compile", "layer.onnx", "-m", "deep_taylor.bounded", "--param", "low=[-2.1,-1.9,-1.8]",
+               "--param", "high=[2.2, 2.4, 2.6]", "-o", "cli.onnx", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    x = inputs(np.random.default_rng(5), in_shape)
+    run = lambda model: session(model).run(["deep_taylor.bounded"], {"input": x})[0]
+    by_cli = run(onnx.load(tmp_path / "cli.onnx"))
+    assert np.array_equal(by_cli, run(nnxplain.compile(proto, ["deep_taylor.bounded"], params={"low": low, "high": high})))
+    # a float is the same for every channel
+    assert np.array_equal(run(nnxplain.compile(proto, ["deep_taylor.bounded"], params={"low": -2.0, "high": 2.0})),
+                          run(nnxplain.compile(proto, ["deep_taylor.bounded"], params={"low": [-2.0] * 3,
+                                                                                       "high": [2.0] * 3})))
+
+
+@pytest.mark.parametrize("value, wants", [
+    ("abc", "must be a finite number, or a list of them"),
+    ("[-2.1,x]", "must be a finite number, or a list of them"),
+    ("[]", "must be a finite number, or a list of them"),
+    ("[-2,nan,1]", "must be a finite number, or a list of them"),
+])
+def test_a_wrong_list_parameter_is_one_line_naming_method_rule_and_parameter(tmp_path, value, wants):
+    proto, *_ = layer_model("conv2d", np.random.default_rng(4))
+    onnx.save(proto, tmp_path / "layer.onnx")
+    done = cli("compile", "layer.onnx", "-m", "deep_taylor.bounded", "--param", f"low={value}", "--param", "high=2",
+               "-o", "out.onnx", cwd=tmp_path)
+    assert done.returncode == 2 and not (tmp_path / "out.onnx").exists()
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith(
+        "nnxplain: error: method 'deep_taylor.bounded' (rule 'bounded'): parameter 'low' " + wants), line
+
+
+# ------------------------------------------------------------------------ the rule registry
+
+def test_every_rule_declares_the_parameters_its_function_takes():
+    """A rule's function takes exactly e, node, the relevance, its declared parameters and its needs."""
+    import inspect
+    from nnxplain.propagation import RULES
+    for name, rule in RULES.items():
+        taken = [p.name for p in inspect.signature(rule.fn).parameters.values()
+                 if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("e", "node", "dy"))]
+        assert sorted(taken) == sorted([*rule.params, *rule.needs]), name
+
+
+def scaled_z(e, node, dy, share, zero_where_zero):
+    """A test rule: `share` times the z-rule's relevance (a required parameter)."""
+    from nnxplain import lrp
+    return [None if r is None else e.Mul(r, share) for r in lrp.lrp_z(e, node, dy, False, zero_where_zero)]
+
+
+def register_scaled_z(monkeypatch, times_input):
+    from nnxplain.params import number
+    from nnxplain.rule_registry import RULES, Rule
+    monkeypatch.setitem(RULES, "scaled_z", Rule(scaled_z, frozenset({"Conv", "Gemm"}), "test", {"share": number()},
+                                                ("zero_where_zero",), times_input))
+
+
+def test_a_rule_can_have_a_required_parameter(monkeypatch):
+    register_scaled_z(monkeypatch, times_input=True)
+    proto, in_shape, *_ = layer_model("gemm", np.random.default_rng(2))
+    entry = {"ops": ["Gemm"], "rule": "scaled_z"}
+    with pytest.raises(nnxplain.NnxplainError, match=r"method 't' \(t entry 1\): rule 'scaled_z' needs parameter 'share'"):
+        nnxplain.compile(proto, [parse_method({"start": "one", "rule": [entry]}, "t")], neuron_selection="all")
+    x = inputs(np.random.default_rng(3), in_shape)
+    run = lambda rule_entry: session(nnxplain.compile(proto, [parse_method({"start": "one", "rule": [rule_entry]}, "t")],
+                                                      neuron_selection="all")).run(["t"], {"input": x})[0]
+    assert np.allclose(run({**entry, "share": 0.5}), 0.5 * run({"ops": ["Gemm"], "rule": "z"}), rtol=1e-6, atol=0)
+    with pytest.raises(nnxplain.NnxplainError, match=r"t: rule entry 1: parameter 'share' must be a finite number"):
+        parse_method({"start": "one", "rule": [{**entry, "share": "half"}]}, "t")
+
+
+@pytest.mark.parametrize("times_input", [True, False])
+def test_the_conv_relu_shortcut_follows_the_declared_times_input(monkeypatch, times_input):
+    """A rule declared times_input (its relevance is x times something) lets the compiler read each
+    linear layer's output off its ReLU, so ONNX Runtime fuses Conv + Relu; undeclared, it does not."""
+    from conftest import ZOO_DIR
+    register_scaled_z(monkeypatch, times_input)
+    method = parse_method({"include": "_lrp_base", "params": {"share": 1.0},
+                           "rule": [{"ops": ["convolution", "linear"], "rule": "scaled_z"}]}, "t")
+    model = nnxplain.compile(ZOO_DIR / "digits_cnn.onnx", [method])
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and not n.name.startswith("nnx/")]
+    only_relu = [c for c in convs if readers[c.output[0]] == ["Relu"]]
+    assert len(only_relu) == (len(convs) if times_input else 0) and convs
+
+
+def module_imports():
+    """{module: the nnxplain modules it imports at module level} for nnxplain/*.py."""
+    import ast
+    from pathlib import Path
+    package = Path(nnxplain.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        imported = set()
+        for node in ast.parse(path.read_text()).body:  # module level only: imports inside functions are lazy
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        graph[path.stem] = {m for m in imported if (package / f"{m}.py").exists()}
+    return graph
+
+
+def test_the_rule_modules_import_each_other_in_one_direction():
+    """propagation imports lrp (to register its rules); lrp, the registry, params and the layer view
+    import neither propagation nor each other in a cycle."""
+    graph = module_imports()
+
+    def reaches(start, goal, seen=()):
+        return any(m == goal or (m not in seen and reaches(m, goal, seen + (m,))) for m in graph.get(start, ()))
+    for module in ("lrp", "propagation", "rule_registry", "params", "layer", "methods"):
+        assert not reaches(module, module), f"{module} imports itself through a cycle"
+
+
+def test_parameters_are_scoped_by_method_name_up_to_the_last_dot():
+    """`key` goes to every method that has it, `method.key` to that method only (and wins over `key`);
+    `deep_taylor.bounded.low` belongs to deep_taylor.bounded, not to deep_taylor."""
+    from nnxplain.params import scoped
+    given = {"low": -1.0, "deep_taylor.bounded.low": -2.0, "deep_taylor.bounded.high": 2.0, "deep_taylor.typo": 0}
+    assert scoped(given, "deep_taylor.bounded", ["low", "high"]) == {"low": -2.0, "high": 2.0}
+    assert scoped(given, "deep_taylor", []) == {"typo": 0}  # its error to report: no parameter 'typo'
+    assert scoped(given, "lrp.epsilon", ["epsilon"]) == {}

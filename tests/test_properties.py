@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import nnxplain
 from nnxplain.methods import load_method
-from nnxplain.params import MAX_SAMPLES, PARAMS
+from nnxplain.params import MAX_SAMPLES
 from nnxplain.perturbation import DEFAULTS as PERTURBATION
 from nnxplain.perturbation import run as run_perturbation
 
@@ -122,7 +122,13 @@ OUT_OF_RANGE = {"epsilon": -1e-3, "gamma": -0.5, "stddev": 0.0, "seed": -1, "noi
                 "beta": -1.0, "eps": 0.0, "noise": "host", "patch": 0, "stride": 0, "segment": 0, "samples": 1, "kernel_width": 0.0}
 
 
-WITH_PARAMETERS = [m for m in COMPILED if any(k in PARAMS for k in load_method(m).settable())]
+def declared(method) -> list[str]:
+    """The method's parameters that are declared (by one of its rules, or as a method parameter)."""
+    m = load_method(method)
+    return [k for k in m.settable() if m.spec(k)[1] is not None]
+
+
+WITH_PARAMETERS = [m for m in COMPILED if declared(m)]
 
 
 @pytest.mark.parametrize("method", WITH_PARAMETERS)
@@ -130,7 +136,7 @@ def test_an_invalid_parameter_is_a_clear_error_before_compiling(method, monkeypa
     from nnxplain import compiler
     monkeypatch.setattr(compiler, "canonicalize", _not_reached)  # the parameters are refused before
     m = load_method(method)
-    keys = [k for k in m.settable() if k in PARAMS]
+    keys = declared(method)
 
     @SETTINGS
     @given(key=st.sampled_from(keys), value=st.one_of(INVALID, st.sampled_from(keys).map(OUT_OF_RANGE.get)))
@@ -139,6 +145,8 @@ def test_an_invalid_parameter_is_a_clear_error_before_compiling(method, monkeypa
             value = OUT_OF_RANGE[key]
         if value is None:
             value = float("nan")
+        if m.spec(key)[1].kind is list and value == [1, 2]:  # a valid list of bounds: make one entry invalid
+            value = [1, float("nan")]
         with pytest.raises(nnxplain.NnxplainError, match=f"'{key}'"):
             nnxplain.compile(MODEL, [method], params={key: value})
     check()

@@ -32,7 +32,7 @@ def blocks():
 def test_every_block_has_a_known_kind():
     kinds = [lang for lang, _, _ in blocks()]
     assert kinds and set(kinds) <= {"sh", "python", "toml", "text"}, kinds
-    assert kinds.count("sh") == 3 and kinds.count("python") == 1 and kinds.count("toml") == 2
+    assert kinds.count("sh") == 3 and kinds.count("python") == 1 and kinds.count("toml") == 3
 
 
 def shell_script():
@@ -73,7 +73,7 @@ def test_python_block_runs(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["explainer.onnx", "patterns.npz"]
 
 
-@pytest.mark.parametrize("index", [0, 1])
+@pytest.mark.parametrize("index", [0, 1, 2])
 def test_method_files_work_on_the_digits_model(index, tmp_path):
     text = [block for lang, block, _ in blocks() if lang == "toml"][index]
     path = tmp_path / "my_method.toml"
