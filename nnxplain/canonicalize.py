@@ -50,6 +50,16 @@ def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False,
                             f"{first_line(exc)}") from None
 
 
+def unfolded_batchnorms(message: str, skipped: list[Skipped]) -> str:
+    """An error about a node that an unfolded BatchNormalization became (its Mul or Add), with why the
+    BatchNormalization was not folded: otherwise the user sees a node the model does not have."""
+    for s in skipped:
+        if s.rewrite == "fold_batchnorm" and s.outputs and \
+                any(f"'{name}'" in message for name in batchnorm_to_affine.node_names(s.outputs[0])):
+            return f"{message} (node '{s.node}' (BatchNormalization) became that Mul and Add, not folded: {s.reason})"
+    return message
+
+
 # Constant folding evaluates the constant parts of the graph. A model's own weights are constants
 # already; what folding builds beyond them (a transposed or reshaped weight, a shape) is about as
 # large. A tensor far larger than all the model's weights together, which a 200-byte model can ask

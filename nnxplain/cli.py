@@ -673,7 +673,8 @@ def _support(args):
     from .ops import VJP
     from .support import method_support
 
-    model = canonicalize(load(args.model))
+    skipped = []  # the rewrites that did not apply, and why (a BatchNormalization left unfolded, ...)
+    model = canonicalize(load(args.model), skipped=skipped)
     graph = gs.import_onnx(model)
     methods = [load_method(m) for m in (args.method or available())]  # required parameters: reported below
     live = depends_on(graph, explained_inputs(graph))
@@ -695,6 +696,10 @@ def _support(args):
     widths = [max(len(str(c)) for c in column) for column in zip(head, *rows)]
     for row in [head] + rows:
         print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip())
+    if skipped:
+        print("rewrites not applied:")
+        for reason in skipped:
+            print(f"  {reason}")
     print("methods:")
     failures = 0
     width = max(len(m.name) for m in methods)

@@ -12,7 +12,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .backward import propagate
-from .canonicalize import canonicalize
+from .canonicalize import canonicalize, unfolded_batchnorms
 from .emitter import FLOAT, Emitter, static_dims
 from . import noise, portable
 from ._version import __version__
@@ -70,7 +70,8 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
     model_arg = model
-    graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax))
+    skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
+    graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax, skipped=skipped))
     gc.collect()  # the loaded model and canonicalization's graph: a copy of the weights each (see without_gc)
     graph.toposort()
     inputs = explained_inputs(graph)
@@ -87,10 +88,16 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
-        if method.kind == "sampling":
-            explained = explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
-        else:
-            explained = explain(e, method, inputs, y, seeds[method.start], context)
+        try:
+            if method.kind == "sampling":
+                explained = explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
+            else:
+                explained = explain(e, method, inputs, y, seeds[method.start], context)
+        except NnxplainError as exc:
+            message = unfolded_batchnorms(str(exc), skipped)
+            if message == str(exc):
+                raise
+            raise type(exc)(message) from None
         for x, relevance in explained:
             name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
             out = gs.Variable(name, dtype=x.dtype, shape=x.shape)

@@ -40,6 +40,7 @@ class Skipped:
     node: str
     op: str
     reason: str
+    outputs: tuple[str, ...] = ()  # the node's output tensors (what a later rewrite makes of the node is named after them)
 
     def __str__(self):
         return f"node '{self.node}' ({self.op}): {self.rewrite} does not apply: {self.reason}"
@@ -56,7 +57,7 @@ def apply(rule: Rewrite, graph: gs.Graph, skipped: list | None = None):
             if rule.must_apply:
                 raise UnsupportedError(f"node '{node.name}' ({node.op}): {match}")
             if skipped is not None:
-                skipped.append(Skipped(rule.name, node.name, node.op, str(match)))
+                skipped.append(Skipped(rule.name, node.name, node.op, str(match), tuple(t.name for t in node.outputs)))
             continue
         rule.rewrite(graph, node, match)
 

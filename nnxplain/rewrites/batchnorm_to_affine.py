@@ -22,14 +22,20 @@ def check(graph: gs.Graph, bn: gs.Node):
     return found
 
 
+def node_names(output: str) -> tuple[str, str]:
+    """The names of the Mul and the Add that a BatchNormalization with this output becomes."""
+    return output + "_scale", output + "_shift"
+
+
 def rewrite(graph: gs.Graph, bn: gs.Node, found):
     scale, shift = found
     shape = [-1] + [1] * (len(bn.inputs[0].shape) - 2)
     base = bn.outputs[0].name
     scaled = gs.Variable(base + "_scaled", dtype=np.float32)
-    mul = gs.Node("Mul", base + "_scale", inputs=[bn.inputs[0], gs.Constant(base + "_scale", scale.reshape(shape).astype(np.float32))],
+    mul_name, add_name = node_names(base)
+    mul = gs.Node("Mul", mul_name, inputs=[bn.inputs[0], gs.Constant(base + "_scale", scale.reshape(shape).astype(np.float32))],
                   outputs=[scaled])
-    add = gs.Node("Add", base + "_shift", inputs=[scaled, gs.Constant(base + "_shift", shift.reshape(shape).astype(np.float32))],
+    add = gs.Node("Add", add_name, inputs=[scaled, gs.Constant(base + "_shift", shift.reshape(shape).astype(np.float32))],
                   outputs=[bn.outputs[0]])
     bn.outputs.clear()
     graph.nodes.extend([mul, add])
