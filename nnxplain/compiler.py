@@ -88,26 +88,31 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
-        try:
-            if method.kind == "sampling":
-                explained = explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
-            else:
-                explained = explain(e, method, inputs, y, seeds[method.start], context)
-        except NnxplainError as exc:
-            message = unfolded_batchnorms(str(exc), skipped)
-            if message == str(exc):
-                raise
-            raise type(exc)(message) from None
-        for x, relevance in explained:
-            name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
-            out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
-            ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
-            nan = e.const(np.array(np.nan, FLOAT))
-            graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
-            graph.outputs.append(out)
+        with e.scope(method.name):  # every node the method emits is named <method>/...
+            for x, relevance in explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped):
+                name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
+                out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
+                ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
+                nan = e.const(np.array(np.nan, FLOAT))
+                graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
+                graph.outputs.append(out)
     model = export(graph)
     describe(model, source_of(model_arg), resolved, neuron_selection, y.name, keep_softmax)
     return model
+
+
+def explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped) -> list:
+    """(input, explanation) for each input, by one method. An error at a node that an unfolded
+    BatchNormalization became says why it was not folded (canonicalize's `skipped`)."""
+    try:
+        if method.kind == "sampling":
+            return explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
+        return explain(e, method, inputs, y, seeds[method.start], context)
+    except NnxplainError as exc:
+        message = unfolded_batchnorms(str(exc), skipped)
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
 
 
 def source_of(model) -> tuple[str, str]:
@@ -332,9 +337,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
     e.zero_where_zero = zero_where_zero(e.graph, rule_name, model_nodes)
 
     def rule_for(node):
-        _, rule, rule_params = method.rule_for(node, where)
+        name, rule, rule_params = method.rule_for(node, where)
         extra = {need: (context or {})[need] for need in rule.needs}  # what the rule needs besides parameters
-        return lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params, **extra)
+        return name, lambda e_, node_, *dys: rule.fn(e_, node_, *dys, **rule_params, **extra)
 
     references = {}
     if "reference" in method.needs:  # DeepLIFT: the forward pass of the reference input, beside x's
@@ -373,7 +378,7 @@ def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -
     mapping, copies = copy_forward(e, nodes, original, ref, batch, "reference", symbol)
     references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
     for node in copies:
-        node.name = f"{node.name}/nnx_{method.name}_reference"
+        node.name = f"{method.name}/reference/forward/{node.name.strip('/')}"
     return references
 
 
