@@ -62,18 +62,24 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    text = README.read_text()
+def updated(text: str, matrix: str) -> str:
+    """The README text with `matrix` between the markers."""
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{README}: the markers {BEGIN} ... {END} are missing")
     before, rest = text.split(BEGIN, 1)
     _, after = rest.split(END, 1)
-    new = f"{before}{BEGIN}\n{table()}\n{END}{after}"
+    return f"{before}{BEGIN}\n{matrix}\n{END}{after}"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    text = README.read_text()
+    new = updated(text, table())
     if "--check" in argv:
         if new != text:
             print("README.md: the support matrix is out of date (python -m models.support_matrix)")
             return 1
+        print("README.md: the support matrix is current")
         return 0
     README.write_text(new)
     print(f"wrote the support matrix into {README}")

@@ -69,6 +69,11 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
+    for method in resolved:
+        if method.kind == "perturbation":
+            raise NnxplainError(f"method '{method.name}' runs the model on perturbed copies and has no compiled graph: "
+                                f"use it with `nnxplain analyze` or `nnxplain evaluate` (Python: "
+                                f"nnxplain.perturbation.run('{method.name}', model, x))")
     model_arg = model
     skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
     graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax, skipped=skipped))
