@@ -391,6 +391,7 @@ def _analyze(args):
         raise NnxplainError(f"{args.input}: holds no samples, nothing to draw")
     sampled = [m for m in methods if is_perturbation(m)]  # run on perturbed copies (occlusion, lime): no graph
     compiled = [m for m in methods if m not in sampled]
+    sampled_names = {m: load_method(m).name for m in sampled}  # a method file's name is not its path
     params = _params(args.param)
     neurons = None
     if args.neuron_selection == "index":
@@ -413,7 +414,7 @@ def _analyze(args):
     results, names, providers = {}, [], "CPUExecutionProvider"
     if compiled:
         args.method, args.rules = [m for m in args.method if m in compiled], [m for m in args.rules if m in compiled]
-        graph_params = {k: v for k, v in params.items() if not any(k.startswith(m + ".") for m in sampled)
+        graph_params = {k: v for k, v in params.items() if not any(k.startswith(m + ".") for m in sampled_names.values())
                         and ("." in k or k in graph_keys)}
         args.param = [f"{k}={v}" for k, v in graph_params.items()]
         model = _compile_args(args)
@@ -445,11 +446,11 @@ def _analyze(args):
             neurons = neuron_feed(args.neuron, len(x), scores.shape[1])
         if not compiled:
             warn_nonfinite(x, args.input)
-        for name in sampled:
-            own = {k: v for k, v in params.items() if "." not in k and k in load_method(name).settable()}
+        for path, name in sampled_names.items():
+            own = {k: v for k, v in params.items() if "." not in k and k in load_method(path).settable()}
             own.update({k[len(name) + 1:]: v for k, v in params.items() if k.startswith(name + ".")})
-            results[name] = run(name, args.model, x, own, neuron=neurons, progress=sys.stderr.isatty())
-        names = [m if m in sampled else names[compiled.index(m)] for m in methods]
+            results[name] = run(path, args.model, x, own, neuron=neurons, progress=sys.stderr.isatty())
+        names = [sampled_names[m] if m in sampled else names[compiled.index(m)] for m in methods]
         results = {n: results[n] for n in names}
     from . import visualize as vis
     scores = np.asarray(scores).reshape(len(x), -1) if len(x) else np.zeros((0, 0), np.float32)
