@@ -32,15 +32,20 @@ def models():
         yield name, zoo.MODELS_DIR / f"{name}.onnx"
 
 
+def verdicts_of(path) -> list[tuple[bool, str]]:
+    """method_support of every built-in method on one model."""
+    model = load(path)
+    return [method_support(model, load_method(m)) for m in available()]
+
+
 def matrix():
     """methods, labels, {method name: [cell per model]}, {reason: number}"""
+    from concurrent.futures import ProcessPoolExecutor
     methods = [load_method(m) for m in available()]
-    labels, verdicts = [], {m.name: [] for m in methods}
-    for label, path in models():
-        labels.append(label)
-        model = load(path)
-        for method in methods:
-            verdicts[method.name].append(method_support(model, method))
+    labels, paths = zip(*models())
+    with ProcessPoolExecutor() as pool:  # the models in parallel: each compiles every method
+        rows = list(pool.map(verdicts_of, paths))
+    verdicts = {m.name: [row[i] for row in rows] for i, m in enumerate(methods)}
     # reasons numbered by how often they occur (then by first occurrence): the numbers stay put as methods come
     reasons = [note for row in verdicts.values() for ok, note in row if not ok]
     order = sorted(dict.fromkeys(reasons), key=lambda note: (-reasons.count(note), reasons.index(note)))

@@ -47,5 +47,5 @@ def perturbation_support(model: onnx.ModelProto, method) -> tuple[bool, str]:
         return False, str(exc)
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         found = ", ".join(f"'{t.name}' of rank {len(t.shape)}" for t in inputs)
-        return False, f"method '{method.name}' perturbs images: it needs one float input [N, C, H, W] (the model has {found})"
+        return False, f"perturbation methods (occlusion, LIME) need images: one float input [N, C, H, W] (the model has {found})"
     return True, "analyze and evaluate: no compiled graph"
