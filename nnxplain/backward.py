@@ -93,8 +93,8 @@ def propagate(e: Emitter, seeds: dict[str, gs.Tensor], wrt: list[gs.Tensor],
 
     `rule_for(node)` returns the rule's name and the callable `(e, node, *dys) -> [dx per input]`
     that maps the relevance of the node's outputs to its inputs; what it emits is named
-    `<scope>/<node>/<rule>/...` (the node's name, or its first output's where it has none). `nodes`: the forward pass to walk back through,
-    topologically sorted (default: the whole graph). Passing just that pass keeps the walk's cost
+    `<scope>/<node>/<rule>/...` (the node's name, or its first output's where it has none).
+    `nodes`: the forward pass to walk back through, topologically sorted (default: the whole graph). Passing just that pass keeps the walk's cost
     independent of what was emitted before (earlier methods, earlier sampling blocks).
     """
     nodes = list(e.graph.nodes) if nodes is None else nodes

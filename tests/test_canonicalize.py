@@ -225,3 +225,14 @@ def test_an_error_at_an_unfolded_batchnorm_says_why_it_was_not_folded(rng, tmp_p
     assert str(caught.value) == ("node 'y_scale' (Mul): no Mul here (node 'bn' (BatchNormalization) became that Mul "
                                  "and Add, not folded: its input comes from node 'relu' (Relu), not from a Conv, "
                                  "Gemm, MatMul)")
+
+
+def test_support_shows_why_a_batchnorm_stayed_unfolded(rng, tmp_path, capsys):
+    from nnxplain.cli import main
+    model, _ = conv_bn_model(rng, [conv(), bn(), conv(y="z", name="other")], ("y", "z"))
+    path = tmp_path / "shared.onnx"
+    onnx.save(model, str(path))
+    assert main(["support", str(path), "--method", "lrp.epsilon"]) == 0
+    out = capsys.readouterr().out
+    assert "rewrites not applied:\n  node 'bn' (BatchNormalization): fold_batchnorm does not apply: the weight of node " \
+           "'conv' (Conv) is shared with node 'other'\n" in out
