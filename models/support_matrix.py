@@ -32,14 +32,19 @@ def models():
         yield name, zoo.MODELS_DIR / f"{name}.onnx"
 
 
+def verdicts_of(path) -> list[tuple[bool, str]]:
+    """(applicable, note) of every built-in method on one model."""
+    return [(ok, note) for _, ok, note in each_method_support(load(path), [load_method(m) for m in available()])]
+
+
 def matrix():
     """methods, labels, {method name: [cell per model]}, {reason: number}"""
+    from concurrent.futures import ProcessPoolExecutor
     methods = [load_method(m) for m in available()]
-    labels, verdicts = [], {m.name: [] for m in methods}
-    for label, path in models():
-        labels.append(label)
-        for method, ok, note in each_method_support(load(path), methods):
-            verdicts[method.name].append((ok, note))
+    labels, paths = zip(*models())
+    with ProcessPoolExecutor() as pool:  # the models in parallel: each prepares once and builds every method
+        rows = list(pool.map(verdicts_of, paths))
+    verdicts = {m.name: [row[i] for row in rows] for i, m in enumerate(methods)}
     # reasons numbered by how often they occur (then by first occurrence): the numbers stay put as methods come
     reasons = [note for row in verdicts.values() for ok, note in row if not ok]
     order = sorted(dict.fromkeys(reasons), key=lambda note: (-reasons.count(note), reasons.index(note)))
@@ -61,18 +66,24 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    text = README.read_text()
+def updated(text: str, matrix: str) -> str:
+    """The README text with `matrix` between the markers."""
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{README}: the markers {BEGIN} ... {END} are missing")
     before, rest = text.split(BEGIN, 1)
     _, after = rest.split(END, 1)
-    new = f"{before}{BEGIN}\n{table()}\n{END}{after}"
+    return f"{before}{BEGIN}\n{matrix}\n{END}{after}"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    text = README.read_text()
+    new = updated(text, table())
     if "--check" in argv:
         if new != text:
             print("README.md: the support matrix is out of date (python -m models.support_matrix)")
             return 1
+        print("README.md: the support matrix is current")
         return 0
     README.write_text(new)
     print(f"wrote the support matrix into {README}")

@@ -17,7 +17,8 @@ class Analyzer:
     """A compiled explainer for one method, run with ONNX Runtime.
 
     Methods that need fitted patterns (pattern.net, pattern.attribution) compile once they have
-    them: pass `patterns=` (a Patterns object or a patterns file), or call `fit(X)`.
+    them: pass `patterns=` (a Patterns object or a patterns file), or call `fit(X)`. Methods of kind
+    "perturbation" (occlusion, lime) compile nothing: `analyze` runs the model on perturbed copies.
     """
 
     def __init__(self, method: str, model, neuron_selection_mode: str = "max_activation", patterns=None,
@@ -30,7 +31,12 @@ class Analyzer:
         self.patterns: Patterns | str | os.PathLike | None = patterns
         self.model = None
         self._session = None
-        if "patterns" not in self.method.needs or self.patterns is not None:
+        self._scorer = None  # kind "perturbation": the model's scores (nnxplain.scores.Scorer), made when first used
+        if self.method.kind == "perturbation":
+            if neuron_selection_mode not in ("max_activation", "index"):
+                raise NnxplainError(f"method '{self.method.name}' explains one output per sample (neuron_selection_mode "
+                                    f"'max_activation' or 'index')")
+        elif "patterns" not in self.method.needs or self.patterns is not None:
             self._compile()
 
     def _compile(self):
@@ -60,7 +66,7 @@ class Analyzer:
         return self._session
 
     def __getstate__(self):  # picklable (to ship to workers): the session is made again where it is used
-        return dict(self.__dict__, _session=None)
+        return dict(self.__dict__, _session=None, _scorer=None)
 
     def analyze(self, X, neuron_selection=None, batch_index: int = 0) -> np.ndarray:
         """The explanation of X (numpy, batch first), shaped like X. Sampling methods draw their noise
@@ -68,6 +74,8 @@ class Analyzer:
         where X is batch k of a dataset, its noise comes from `batch_seed(seed, k)` (the first batch's
         from the seed itself), so a dataset explained batch by batch gets the same result on any engine."""
         from .data import batch_seed
+        if self.method.kind == "perturbation":
+            return self._perturbed(X, neuron_selection)
         feeds = {}
         inputs = [m for m in self.session.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
         if len(inputs) != 1:
@@ -88,9 +96,24 @@ class Analyzer:
             return np.zeros(x.shape, np.float32)
         return run(self.session, [self.output_name], feeds)[0]
 
+    def _perturbed(self, X, neuron_selection) -> np.ndarray:
+        from .perturbation import run as run_perturbation
+        from .scores import Scorer
+        if (neuron_selection is None) == (self.neuron_selection_mode == "index"):
+            raise NnxplainError("neuron_selection_mode='index' needs analyze(X, neuron_selection=...), and only it takes one")
+        if self._scorer is None:
+            self._scorer = Scorer(self.source)
+        x = np.asarray(X, np.float32)
+        neurons = None if neuron_selection is None else neuron_feed(neuron_selection, len(x), None)
+        warn_nonfinite(x)
+        return run_perturbation(self.method, self.source, x, neuron=neurons, scorer=self._scorer)
+
     def save(self, path: str | os.PathLike, external_data: bool | None = None):
         """Write the compiled explainer: a self-contained ONNX model (fitted patterns baked in), its
         weights in `<path>.data` beside it when external_data is True or the model passes 2 GiB."""
+        if self.method.kind == "perturbation":
+            raise NnxplainError(f"method '{self.method.name}' runs the model on perturbed copies: it has no compiled "
+                                f"graph to save")
         self.session  # noqa: B018 -- fails clearly when patterns are still missing
         save(self.model, path, external_data=external_data)
 

@@ -90,9 +90,10 @@ def propagate(e: Emitter, seeds: dict[str, gs.Tensor], wrt: list[gs.Tensor],
               rule_for: Callable[[gs.Node], Callable], nodes: list[gs.Node] | None = None) -> dict[str, gs.Tensor | None]:
     """Relevance (or gradient) at each tensor in `wrt`, starting from `seeds` (tensor name -> seed).
 
-    `rule_for(node)` returns the callable `(e, node, *dys) -> [dx per input]` that maps the
-    relevance of the node's outputs to its inputs. `nodes`: the forward pass to walk back through,
-    topologically sorted (default: the whole graph). Passing just that pass keeps the walk's cost
+    `rule_for(node)` returns the rule's name and the callable `(e, node, *dys) -> [dx per input]`
+    that maps the relevance of the node's outputs to its inputs; what it emits is named
+    `<scope>/<node>/<rule>/...` (the node's name, or its first output's where it has none).
+    `nodes`: the forward pass to walk back through, topologically sorted (default: the whole graph). Passing just that pass keeps the walk's cost
     independent of what was emitted before (earlier methods, earlier sampling blocks).
     """
     nodes = list(e.graph.nodes) if nodes is None else nodes
@@ -102,15 +103,17 @@ def propagate(e: Emitter, seeds: dict[str, gs.Tensor], wrt: list[gs.Tensor],
     for node in reversed(nodes):
         if not any(t.name in pending and t.name not in targets for t in node.outputs):
             continue
-        dys = [e.add_all(pending.pop(t.name)) if t.name in pending and t.name not in targets else None
-               for t in node.outputs]
-        if not any(t.name in live for t in node.inputs):
-            continue
-        rule = rule_for(node)
-        try:
-            dxs = rule(e, node, *dys)
-        except (ValueError, NotImplementedError, KeyError) as exc:
-            raise UnsupportedError(f"node '{node.name}' ({node.op}): {exc}") from None
+        with e.scope(node.name or node.outputs[0].name):
+            dys = [e.add_all(pending.pop(t.name)) if t.name in pending and t.name not in targets else None
+                   for t in node.outputs]
+            if not any(t.name in live for t in node.inputs):
+                continue
+            name, rule = rule_for(node)
+            try:
+                with e.scope(name):
+                    dxs = rule(e, node, *dys)
+            except (ValueError, NotImplementedError, KeyError) as exc:
+                raise UnsupportedError(f"node '{node.name}' ({node.op}): {exc}") from None
         for x, dx in zip(node.inputs, dxs):
             if dx is not None and x.name in live:
                 pending.setdefault(x.name, []).append(dx)

@@ -385,7 +385,7 @@ def _analyze(args):
     if args.engine != "local":
         raise NnxplainError("--engine ray writes to a folder: give -o FOLDER (read it with nnxplain.read_explanations)")
     from .methods import load_method
-    from .perturbation import DEFAULTS as PERTURBATION_METHODS
+    from .perturbation import is_perturbation
     data = _dataset(args, args.input).read_all()
     x = data.x
     _report_skipped(data.skipped)
@@ -396,8 +396,9 @@ def _analyze(args):
         x = x[indices]
     if len(x) == 0 and (args.grid or args.out.endswith(".png")):
         raise NnxplainError(f"{args.input}: holds no samples, nothing to draw")
-    compiled = [m for m in methods if m not in PERTURBATION_METHODS]
-    sampled = [m for m in methods if m in PERTURBATION_METHODS]
+    sampled = [m for m in methods if is_perturbation(m)]  # run on perturbed copies (occlusion, lime): no graph
+    compiled = [m for m in methods if m not in sampled]
+    sampled_names = {m: load_method(m).name for m in sampled}  # a method file's name is not its path
     params = _params(args.param)
     neurons = None
     if args.neuron_selection == "index":
@@ -410,17 +411,17 @@ def _analyze(args):
         raise NnxplainError("--neuron needs --neuron-selection index")
     if sampled and args.neuron_selection == "all":
         raise NnxplainError(f"method '{sampled[0]}' explains one output per sample (max_activation or index)")
-    perturbation_keys = {k for m in sampled for k in PERTURBATION_METHODS[m]}
+    perturbation_keys = {k for m in sampled for k in load_method(m).settable()}
     graph_keys = {k for m in compiled for k in load_method(m).settable()}
     unknown = [k for k in params if "." not in k and k not in perturbation_keys | graph_keys]
     if unknown:
-        known = {m: list(PERTURBATION_METHODS[m]) if m in sampled else load_method(m).settable() for m in methods}
+        known = {m: load_method(m).settable() for m in methods}
         raise NnxplainError(f"parameter '{unknown[0]}' belongs to none of the methods "
                             f"({'; '.join(f'{m}: ' + (', '.join(keys) or 'none') for m, keys in known.items())})")
     results, names, providers = {}, [], "CPUExecutionProvider"
     if compiled:
         args.method, args.rules = [m for m in args.method if m in compiled], [m for m in args.rules if m in compiled]
-        graph_params = {k: v for k, v in params.items() if k.split(".")[0] not in PERTURBATION_METHODS
+        graph_params = {k: v for k, v in params.items() if not any(k.startswith(m + ".") for m in sampled_names.values())
                         and ("." in k or k in graph_keys)}
         args.param = [f"{k}={v}" for k, v in graph_params.items()]
         model = _compile_args(args)
@@ -443,8 +444,8 @@ def _analyze(args):
             results = {name: np.zeros(x.shape, np.float32) for name in names}
         providers = ", ".join(sess.get_providers())
     if sampled:
-        from .evaluate import Scorer
         from .perturbation import run
+        from .scores import Scorer
         scorer = Scorer(args.model)
         x = np.asarray(x, np.float32)
         scores = scorer(x)
@@ -452,10 +453,10 @@ def _analyze(args):
             neurons = neuron_feed(args.neuron, len(x), scores.shape[1])
         if not compiled:
             warn_nonfinite(x, args.input)
-        for name in sampled:
-            own = scoped(params, name, PERTURBATION_METHODS[name])
-            results[name] = run(name, args.model, x, own, neuron=neurons, progress=sys.stderr.isatty())
-        names = [m if m in sampled else names[compiled.index(m)] for m in methods]
+        for path, name in sampled_names.items():
+            own = scoped(params, name, load_method(path).settable())
+            results[name] = run(path, args.model, x, own, neuron=neurons, progress=sys.stderr.isatty())
+        names = [sampled_names[m] if m in sampled else names[compiled.index(m)] for m in methods]
         results = {n: results[n] for n in names}
     from . import visualize as vis
     scores = np.asarray(scores).reshape(len(x), -1) if len(x) else np.zeros((0, 0), np.float32)
@@ -555,10 +556,10 @@ def _analyze_folder(args, methods):
     """analyze -o FOLDER: stream the dataset through the explainer on the engine, into shards."""
     from . import visualize as vis
     from .engine import analyze
-    from .perturbation import DEFAULTS as PERTURBATION_METHODS
+    from .perturbation import is_perturbation
     if len(methods) != 1 or args.grid:
         raise NnxplainError("-o FOLDER writes one method's explanations; --grid draws from -o .npy/.png runs")
-    if methods[0] in PERTURBATION_METHODS:
+    if is_perturbation(methods[0]):
         raise NnxplainError(f"method '{methods[0]}' writes -o .npy or .png (occlusion and lime are not streamed)")
     dataset = _dataset(args, args.input)
     neurons = None
@@ -652,20 +653,13 @@ def _prototype(args):
 
 def _methods(args):
     from .methods import available, load_method
-    from .perturbation import DEFAULTS
-    width = max(len(n) for n in available() + list(DEFAULTS))
+    width = max(len(n) for n in available())
     for name in available():
         method = load_method(name)
         params = ", ".join([f"{k}={v}" for k, v in method.params.items()] + [f"{k} (required)" for k in method.required]
                            + [f"{k} (optional)" for k in method.optional])
         aka = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
         print(f"{name:<{width}}  {method.description}{aka}" + (f" [{params}]" if params else ""))
-    notes = {"occlusion": "Occlusion: the score drop when a patch covers the pixel (batched forward runs, no graph; "
-                          "analyze and evaluate).",
-             "lime": "LIME: weighted ridge regression on random on/off grid segments (batched forward runs, no graph; "
-                     "analyze and evaluate)."}
-    for name, defaults in DEFAULTS.items():
-        print(f"{name:<{width}}  {notes[name]} [{', '.join(f'{k}={v}' for k, v in defaults.items())}]")
 
 
 def _support(args):
@@ -679,7 +673,8 @@ def _support(args):
     from .ops import VJP
     from .support import each_method_support
 
-    model = canonicalize(load(args.model))
+    skipped = []  # the rewrites that did not apply, and why (a BatchNormalization left unfolded, ...)
+    model = canonicalize(load(args.model), skipped=skipped)
     graph = gs.import_onnx(model)
     methods = [load_method(m) for m in (args.method or available())]  # required parameters: reported below
     live = depends_on(graph, explained_inputs(graph))
@@ -701,6 +696,10 @@ def _support(args):
     widths = [max(len(str(c)) for c in column) for column in zip(head, *rows)]
     for row in [head] + rows:
         print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip())
+    if skipped:
+        print("rewrites not applied:")
+        for reason in skipped:
+            print(f"  {reason}")
     print("methods:")
     failures = 0
     width = max(len(m.name) for m in methods)

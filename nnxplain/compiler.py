@@ -12,7 +12,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .backward import propagate
-from .canonicalize import canonicalize
+from .canonicalize import canonicalize, unfolded_batchnorms
 from .emitter import FLOAT, Emitter, static_dims
 from . import noise, portable
 from ._version import __version__
@@ -70,25 +70,33 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
+    for method in resolved:
+        if method.kind == "perturbation":
+            raise NnxplainError(f"method '{method.name}' runs the model on perturbed copies and has no compiled graph: "
+                                f"use it with `nnxplain analyze` or `nnxplain evaluate` (Python: "
+                                f"nnxplain.perturbation.run('{method.name}', model, x))")
     source = source_of(model)  # first, while no copy of the weights is alive
-    graph = build(canonical_graph(model, keep_softmax), resolved, neuron_selection, output, patterns)
+    skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
+    graph = build(canonical_graph(model, keep_softmax, skipped), resolved, neuron_selection, output, patterns, skipped)
     model = export(graph)
     describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
     return model
 
 
-def canonical_graph(model, keep_softmax: bool = False) -> gs.Graph:
-    """The model loaded, checked and canonicalized, as the graph the methods' passes are added to."""
-    graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax))
+def canonical_graph(model, keep_softmax: bool = False, skipped: list | None = None) -> gs.Graph:
+    """The model loaded, checked and canonicalized, as the graph the methods' passes are added to.
+    `skipped`: a list to which each rewrite that did not apply adds why (canonicalize)."""
+    graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax, skipped=skipped))
     gc.collect()  # the loaded model and canonicalization's graph: a copy of the weights each (see without_gc)
     graph.toposort()
     return graph
 
 
 def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output: str | None,
-          patterns=None) -> gs.Graph:
+          patterns=None, skipped: list = ()) -> gs.Graph:
     """Add the explanation of each method to the canonical graph (in place; returned): the neuron
-    selection, each method's backward pass or sampled passes, and one output per method."""
+    selection, each method's backward pass or sampled passes, and one output per method. `skipped`:
+    canonicalize's reasons, for errors at what an unfolded rewrite left."""
     inputs = explained_inputs(graph)
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
@@ -103,17 +111,14 @@ def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
-        if method.kind == "sampling":
-            explained = explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
-        else:
-            explained = explain(e, method, inputs, y, seeds[method.start], context)
-        for x, relevance in explained:
-            name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
-            out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
-            ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
-            nan = e.const(np.array(np.nan, FLOAT))
-            graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
-            graph.outputs.append(out)
+        with e.scope(method.name):  # every node the method emits is named <method>/...
+            for x, relevance in explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped):
+                name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
+                out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
+                ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
+                nan = e.const(np.array(np.nan, FLOAT))
+                graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
+                graph.outputs.append(out)
     return graph
 
 
@@ -130,6 +135,20 @@ def _stash_constants(graph: gs.Graph) -> dict:
                                            data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype))
             tensor.values = gs.ir.tensor.LazyValues(placeholder)
     return moved
+
+
+def explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped) -> list:
+    """(input, explanation) for each input, by one method. An error at a node that an unfolded
+    BatchNormalization became says why it was not folded (canonicalize's `skipped`)."""
+    try:
+        if method.kind == "sampling":
+            return explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
+        return explain(e, method, inputs, y, seeds[method.start], context)
+    except NnxplainError as exc:
+        message = unfolded_batchnorms(str(exc), skipped)
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
 
 
 def source_of(model) -> tuple[str, str]:
@@ -350,9 +369,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
     context = {**(context or {}), "zero_where_zero": zero_where_zero(e.graph, rule_name, model_nodes)}
 
     def rule_for(node):
-        _, rule, rule_params = method.rule_for(node, where)
+        name, rule, rule_params = method.rule_for(node, where)
         needs = {need: context[need] for need in rule.needs}  # what the rule needs besides parameters
-        return lambda e_, node_, *dys: rule.call(e_, node_, dys, rule_params, needs)
+        return name, lambda e_, node_, *dys: rule.call(e_, node_, dys, rule_params, needs)
 
     references = {}
     if "reference" in method.needs:  # DeepLIFT: the forward pass of the reference input, beside x's
@@ -391,7 +410,7 @@ def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -
     mapping, copies = copy_forward(e, nodes, original, ref, batch, "reference", symbol)
     references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
     for node in copies:
-        node.name = f"{node.name}/nnx_{method.name}_reference"
+        node.name = f"{method.name}/reference/forward/{node.name.strip('/')}"
     return references
 
 

@@ -2,9 +2,16 @@
 
 `e.Mul(a, b)` appends a Mul node and returns its output; numpy arrays and Python floats become
 constants. Nodes are appended directly (never through graph.layer(), which rescans every tensor).
+
+Names say what a node serves: inside `with e.scope("lrp.epsilon", "conv1", "epsilon"):` every new
+node and tensor is named `lrp.epsilon/conv1/epsilon/<Op>_<n>` (the compiler opens the method's
+scope, the backward driver the model node's and the rule's), so a viewer such as Netron groups the
+explainer by method, model node and rule. Outside any scope names start with the emitter's prefix.
+The counter keeps every name unique.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -20,10 +27,24 @@ class Emitter:
         self._ids = itertools.count()
         self._taken = set(graph.tensors().keys())
         self._shapes: dict[str, gs.Variable] = {}
+        self._scopes: list[str] = []
+        self._path = prefix
+
+    @contextlib.contextmanager
+    def scope(self, *names: str):
+        """Name what is emitted inside `<outer scopes>/<names joined by />/...`."""
+        saved = len(self._scopes)
+        self._scopes.extend(name.strip("/") or "_" for name in names)
+        self._path = "/".join(self._scopes)
+        try:
+            yield
+        finally:
+            del self._scopes[saved:]
+            self._path = "/".join(self._scopes) or self.prefix
 
     def fresh(self, hint: str) -> str:
         while True:
-            name = f"{self.prefix}/{hint}_{next(self._ids)}"
+            name = f"{self._path}/{hint}_{next(self._ids)}"
             if name not in self._taken:
                 self._taken.add(name)
                 return name

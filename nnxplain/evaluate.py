@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .errors import NnxplainError
 from .params import scoped
+from .scores import Scorer  # noqa: F401  (nnxplain.evaluate.Scorer, as before)
 
 PERTURBATIONS = ("mean", "zeros", "gaussian", "invert")
 RANDOM = "random"
@@ -64,25 +65,6 @@ def _region_mean(x, region):
             sl = (slice(None), slice(None), slice(i * region, (i + 1) * region), slice(j * region, (j + 1) * region))
             out[sl] = x[sl].mean((2, 3), keepdims=True)
     return out
-
-
-class Scorer:
-    """The model's first output, batched through ONNX Runtime."""
-
-    def __init__(self, model, batch_size: int = 512, threads: int = 0):
-        from .canonicalize import canonicalize
-        from .load import load
-        from .runtime import session
-        self.session = session(canonicalize(load(model)), threads=threads)  # Softmax removed: the scores, as explained
-        self.input = self.session.get_inputs()[0].name
-        self.batch_size = batch_size
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        from .runtime import run
-        outs = [run(self.session, None, {self.input: x[i:i + self.batch_size]})[0]
-                for i in range(0, max(len(x), 1), self.batch_size)]  # an empty batch runs once, empty
-        scores = np.concatenate(outs)
-        return scores.reshape(len(x), int(np.prod(scores.shape[1:], dtype=np.int64)))
 
 
 def perturbation_curve(scorer: Scorer, x: np.ndarray, relevance: np.ndarray, classes: np.ndarray, region: int,
@@ -138,7 +120,6 @@ class Evaluation:
     def __init__(self, model, methods: list[str], shape, region: int | None = None, steps: int | None = None,
                  perturbation: str = "zeros", params: dict | None = None, seed: int = 0, patterns=None):
         from .analyzer import create_analyzer
-        from .perturbation import DEFAULTS as PERTURBATION_METHODS
         if perturbation not in PERTURBATIONS:
             raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{perturbation}'")
         if len(shape) != 4:
@@ -162,14 +143,11 @@ class Evaluation:
         for name in self.names:
             if name == RANDOM:
                 continue
-            if name in PERTURBATION_METHODS:
-                self.explainers[name] = scoped(params or {}, name, PERTURBATION_METHODS[name])
-            else:
-                analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
-                if analyzer.model is None:
-                    raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
-                                        f"(from `nnxplain fit`), or patterns= in Python")
-                self.explainers[name] = analyzer
+            analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
+            if analyzer.model is None and analyzer.method.kind != "perturbation":
+                raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
+                                    f"(from `nnxplain fit`), or patterns= in Python")
+            self.explainers[name] = analyzer
         self.scorer = None
         self.threads = 0  # ONNX Runtime's intra-op threads where it runs (0: one per core)
 
@@ -178,8 +156,10 @@ class Evaluation:
         if self.scorer is None:
             from .runtime import session
             self.scorer = Scorer(self.model, threads=self.threads)
-            for explainer in self.explainers.values():
-                if not isinstance(explainer, dict):
+            for explainer in self.explainers.values():  # the sessions of this process, with its threads
+                if explainer.model is None:  # kind "perturbation": runs the model itself, through the scorer
+                    explainer._scorer = self.scorer
+                else:
                     explainer._session = session(explainer.model, threads=self.threads)
 
     def __getstate__(self):  # sessions are made where the evaluation runs
@@ -188,7 +168,6 @@ class Evaluation:
     def sums(self, x: np.ndarray, index: int = 0, progress: bool = False) -> dict:
         """{"images": n, "curves": {method: curve [steps + 1] summed over the images}} of one batch."""
         from .data import batch_seed
-        from .perturbation import run as run_perturbation
         x = images(x)
         self.setup()
         seed = batch_seed(self.seed, index)
@@ -198,8 +177,6 @@ class Evaluation:
             explainer = self.explainers.get(name)
             if name == RANDOM:
                 relevance = np.random.default_rng(seed).standard_normal(x.shape)
-            elif isinstance(explainer, dict):
-                relevance = run_perturbation(name, self.model, x, explainer, scorer=self.scorer)
             else:
                 relevance = explainer.analyze(x, batch_index=index)
             curve = perturbation_curve(self.scorer, x, relevance, classes, self.region, self.steps,
@@ -226,8 +203,6 @@ class Evaluation:
 def _own(name, params):
     """The parameters (`key` or `method.key`) that method `name` has."""
     from .methods import load_method
-    from .perturbation import DEFAULTS
-    params = {k: v for k, v in params.items() if k.split(".")[0] not in DEFAULTS}
     return scoped(params, name, load_method(name).settable())
 
 

@@ -20,7 +20,7 @@ from .propagation import RULES, Rule
 # Op groups a pattern can name instead of op types: each op's category and the groups its record
 # names (nnxplain/ops): relu, activation, convolution, linear (Gemm, MatMul), pooling, add, routing, ...
 GROUPS = groups()
-KINDS = {"backward", "input", "random", "sampling"}
+KINDS = {"backward", "input", "random", "sampling", "perturbation"}  # perturbation: no graph (nnxplain.perturbation)
 STARTS = {"one", "value", "positive_value"}
 POSITIONS = {"first", "last"}
 
@@ -70,6 +70,7 @@ class Method:
     aliases: list[str] = field(default_factory=list)
     base: str | None = None       # kind "sampling": the method whose explanations are sampled
     sampling: dict = field(default_factory=dict)  # kind "sampling": inputs (noise|path), reduce (mean|variance|mean_times_delta)
+    perturbation: str | None = None  # kind "perturbation": the algorithm (nnxplain.perturbation.ALGORITHMS)
 
     def base_method(self) -> "Method":
         """A sampling method's base method, with the parameters of this method that it has."""
@@ -210,21 +211,17 @@ def load_method(name_or_path: str | os.PathLike) -> Method:
 
 def unknown_method(name_or_path) -> NnxplainError:
     """The error for a name that is no built-in method, alias or method file: a missing file is named
-    as such, occlusion and lime (no compiled graph) are sent to analyze / evaluate, a misspelled name
-    gets the closest one."""
+    as such, a misspelled name gets the closest one."""
     import difflib
-
-    from .perturbation import DEFAULTS
     name = str(name_or_path)
     if name.endswith(".toml") or os.sep in name:
         return NnxplainError(f"method file '{name}' does not exist")
-    if name in DEFAULTS:
-        return NnxplainError(f"method '{name}' runs the model on perturbed copies and has no compiled graph: use it "
-                             f"with `nnxplain analyze` or `nnxplain evaluate` (Python: nnxplain.perturbation.{name})")
-    close = difflib.get_close_matches(name, available() + sorted(aliases()) + sorted(DEFAULTS), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, available() + sorted(aliases()), n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    return NnxplainError(f"unknown method '{name}'{hint} (built-in: {', '.join(available())}; with analyze and "
-                         f"evaluate also {', '.join(DEFAULTS)})")
+    perturbation = [m for m in available() if load_method(m).kind == "perturbation"]
+    compiled = [m for m in available() if m not in perturbation]
+    return NnxplainError(f"unknown method '{name}'{hint} (built-in: {', '.join(compiled)}; with analyze and "
+                         f"evaluate also {', '.join(perturbation)})")
 
 
 def _find(name_or_path) -> Path | None:
@@ -257,7 +254,7 @@ def _read(path: Path) -> dict:
 # The type of each top-level key of a method file (a list: a list of that type; a tuple: any of them).
 KEY_TYPES = {"name": str, "description": str, "kind": str, "start": str, "times_input": bool, "params": dict,
              "rule": [dict], "include": (str, list), "required": [str], "optional": [str], "strict": bool,
-             "default": str, "aliases": [str], "base": str, "sampling": dict}
+             "default": str, "aliases": [str], "base": str, "sampling": dict, "perturbation": str}
 TYPE_NAMES = {str: "a string", bool: "true or false", dict: "a table", list: "a list"}
 
 
@@ -328,10 +325,15 @@ def parse_method(data: dict, default_name: str, source: str = "", _including: tu
                                                                _including, base_dir)
     elif base is not None or sampling:
         raise NnxplainError(f"{where}: 'base' and [sampling] belong to methods of kind 'sampling'")
+    perturbation = data.get("perturbation")
+    if kind == "perturbation":
+        _check_perturbation(where, perturbation, params, entries)
+    elif perturbation is not None:
+        raise NnxplainError(f"{where}: 'perturbation' belongs to methods of kind 'perturbation'")
     method = Method(name=name or data.get("name", default_name), description=data.get("description", ""), kind=kind,
                     start=start, times_input=data.get("times_input", False), params=params, rules=entries,
                     source=source, required=required, optional=optional, strict=strict, default=default,
-                    aliases=list(data.get("aliases", [])), base=base, sampling=sampling)
+                    aliases=list(data.get("aliases", [])), base=base, sampling=sampling, perturbation=perturbation)
     method.validate()
     return method
 
@@ -369,6 +371,24 @@ def _sampling(where, base, sampling, params, required, optional, including, base
     required = required + [k for k in inner.required if k not in required and k not in params]
     optional = optional + [k for k in inner.optional if k not in optional and k not in params]
     return str(path), sampling, params, required, optional
+
+
+def _check_perturbation(where, algorithm, params, entries):
+    """A method of kind "perturbation" names its algorithm and gives all of its parameters a default."""
+    import inspect
+
+    from .perturbation import ALGORITHMS
+    if algorithm not in ALGORITHMS:
+        raise NnxplainError(f"{where}: a method of kind 'perturbation' names its algorithm: perturbation = one of "
+                            f"{', '.join(ALGORITHMS)} (got {params_.show(algorithm)})")
+    if entries:
+        raise NnxplainError(f"{where}: a method of kind 'perturbation' has no rule entries (it runs no backward pass)")
+    accepted = {p.name for p in list(inspect.signature(ALGORITHMS[algorithm]).parameters.values())[2:]} - \
+        {"neuron", "progress", "scorer", "segments"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise NnxplainError(f"{where}: {algorithm} has no parameter '{unknown[0]}' (its parameters: "
+                            f"{', '.join(sorted(accepted))})")
 
 
 def _entry(raw: dict, index: int, where: str, method_params: set) -> RuleEntry:

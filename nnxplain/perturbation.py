@@ -1,4 +1,6 @@
-"""Model-agnostic explanations from batched forward runs through ONNX Runtime: occlusion and LIME.
+"""Model-agnostic explanations from batched forward runs through ONNX Runtime: occlusion and LIME,
+the algorithms of the methods of kind "perturbation" (rules/occlusion.toml, rules/lime.toml: their
+parameters and defaults; a method file names its algorithm with `perturbation = "..."`).
 
 These are not compiled backward passes: they run the model (its first output, Softmax removed as in
 every explainer) on many perturbed copies of the input, in batches, and explain the selected output
@@ -21,11 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import NnxplainError
-
-DEFAULTS = {
-    "occlusion": {"patch": 2, "stride": 1, "fill": 0.0},
-    "lime": {"segment": 2, "samples": 256, "kernel_width": 0.25, "alpha": 1.0, "fill": 0.0, "seed": 0},
-}
+from .scores import Scorer
 
 
 def _images(x):
@@ -46,7 +44,6 @@ def _targets(scores, neuron):
 
 def occlusion(model, x, patch: int = 2, stride: int = 1, fill: float = 0.0, neuron=None, progress: bool = False,
               scorer=None) -> np.ndarray:
-    from .evaluate import Scorer
     x = _images(x)
     n, c, h, w = x.shape
     if n == 0:
@@ -97,7 +94,6 @@ def weighted_ridge(z: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: flo
 def lime(model, x, segment: int = 2, samples: int = 256, kernel_width: float = 0.25, alpha: float = 1.0,
          fill: float = 0.0, seed: int = 0, neuron=None, segments: np.ndarray | None = None, progress: bool = False,
          scorer=None) -> np.ndarray:
-    from .evaluate import Scorer
     x = _images(x)
     n, c, h, w = x.shape
     if n == 0:
@@ -124,18 +120,30 @@ def lime(model, x, segment: int = 2, samples: int = 256, kernel_width: float = 0
     return out
 
 
-def run(name: str, model, x, params: dict | None = None, neuron=None, progress: bool = False,
+ALGORITHMS = {"occlusion": occlusion, "lime": lime}
+
+
+def is_perturbation(name_or_path) -> bool:
+    """Whether a method (a name or a method file) is of kind "perturbation" (False for what is no method)."""
+    from .methods import load_method
+    try:
+        return load_method(name_or_path).kind == "perturbation"
+    except NnxplainError:
+        return False
+
+
+def run(method, model, x, params: dict | None = None, neuron=None, progress: bool = False,
         scorer=None) -> np.ndarray:
-    """occlusion or lime by name, with parameters given as {key: value} (strings are converted);
-    `scorer`: an evaluate.Scorer of the model to reuse (default: a new one)."""
-    defaults = DEFAULTS[name]
-    unknown = sorted(set(params or {}) - set(defaults))
-    if unknown:
-        raise NnxplainError(f"method '{name}' has no parameter '{unknown[0]}' (its parameters: {', '.join(defaults)})")
-    from .params import check
+    """A method of kind "perturbation" (a name, a method file or a Method) with parameters {key:
+    value} (strings are converted), checked as every method's are; `scorer`: a scores.Scorer of the
+    model to reuse (default: a new one)."""
+    from .methods import Method, load_method
     from .runtime import nonfinite_samples
-    typed = {k: check(f"method '{name}'", k, v, defaults[k], parse=True) for k, v in (params or {}).items()}
-    fn = occlusion if name == "occlusion" else lime
-    out = fn(model, x, neuron=neuron, progress=progress, scorer=scorer, **typed)
+    method = method if isinstance(method, Method) else load_method(method)
+    if method.kind != "perturbation":
+        raise NnxplainError(f"method '{method.name}' is not of kind 'perturbation' (it compiles: nnxplain.compile)")
+    method = method.with_params(params or {})
+    fn = ALGORITHMS[method.perturbation]
+    out = fn(model, x, neuron=neuron, progress=progress, scorer=scorer, **method.params)
     out[nonfinite_samples(np.asarray(x))] = np.nan  # as the compiled explainers: NaN, not a number that looks real
     return out

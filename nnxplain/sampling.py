@@ -104,7 +104,8 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
 
     alphas, weights = path_points(method) if kind == "path" else (None, None)
     if kind == "noise" and method.params.get("noise", "graph") == "graph":
-        unit = portable_noise.emit(e, int(method.params.get("seed", 0)), total, dims)
+        with e.scope("noise"):
+            unit = portable_noise.emit(e, int(method.params.get("seed", 0)), total, dims)
         unit = e.Unsqueeze(unit, e.ints([1]))                                       # [S, 1, ...]: every sample alike
         scaled = e.Mul(unit, float(method.params.get("noise_scale", 1.0)))
     elif kind == "noise":
@@ -143,9 +144,10 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
         mask_big = e.Tile(mask, e.ints([n] + [1] * (len(y.shape) - 1)))
         value = e.Mul(mask_big, y_big)
         seed = {"one": mask_big, "value": value, "positive_value": e.Relu(value)}[base.start]
-        [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context, nodes=copies)
+        with e.scope(f"s{block}"):  # the block's backward pass: <method>/s<k>/<model node>/<rule>/...
+            [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context, nodes=copies)
         for node in copies:  # rules have matched the original names; now make them unique
-            node.name = f"{node.name}/nnx_{method.name}_s{block}"
+            node.name = f"{method.name}/s{block}/forward/{node.name.strip('/')}"
         r = e.Reshape(r_big, e.ints([n, -1] + dims))                                # [n, B, ...]
         if weights is not None:  # a weighted sum (trapezoid): weights times steps, so the mean below is it
             r = e.Mul(r, e.const((weights[start:start + n] * total).astype(FLOAT).reshape([n] + [1] * rank)))

@@ -28,14 +28,18 @@ def each_method_support(model: onnx.ModelProto, methods):
     one compile's preparation, not one per method)."""
     from .compiler import build, canonical_graph, export, resolve_methods
     onnx_errors = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError)
+    skipped = []
     try:
-        graph = canonical_graph(model)
+        graph = canonical_graph(model, skipped=skipped)
     except onnx_errors as exc:
         graph = NnxplainError(f"onnx rejects the model: {str(exc).strip().splitlines()[0]}")
     except NnxplainError as exc:
         graph = exc
     patterns = None
     for method in methods:
+        if method.kind == "perturbation":
+            yield (method, *perturbation_support(model, method))
+            continue
         # parameters without a default get stand-ins: whether the model supports the method does not depend on them
         stand_ins = {**{k: 0.0 for k in method.required}, **{k: 1.0 for k in method.optional[:1]}}
         needs = [f"give {', '.join(stand_ins)}"] if stand_ins else []
@@ -45,10 +49,26 @@ def each_method_support(model: onnx.ModelProto, methods):
             if "patterns" in method.needs:
                 patterns = patterns or stand_in_patterns(model, graph)
                 needs.append("fit patterns first")
-            export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns))
+            export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns, skipped))
         except onnx_errors as exc:
             yield method, False, f"onnx rejects the model: {str(exc).strip().splitlines()[0]}"
         except NnxplainError as exc:
             yield method, False, str(exc)
         else:
             yield method, True, "; ".join(needs)
+
+
+def perturbation_support(model: onnx.ModelProto, method) -> tuple[bool, str]:
+    """A method of kind "perturbation" (occlusion, LIME) runs the model on perturbed images: it
+    applies to a model with one float input of rank 4, [N, C, H, W]."""
+    import onnx_graphsurgeon as gs
+
+    from .compiler import explained_inputs
+    try:
+        inputs = explained_inputs(gs.import_onnx(model))
+    except NnxplainError as exc:
+        return False, str(exc)
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        found = ", ".join(f"'{t.name}' of rank {len(t.shape)}" for t in inputs)
+        return False, f"perturbation methods (occlusion, LIME) need images: one float input [N, C, H, W] (the model has {found})"
+    return True, "analyze and evaluate: no compiled graph"

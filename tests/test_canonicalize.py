@@ -5,7 +5,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models import zoo
+import nnxplain
 from nnxplain.canonicalize import canonicalize
+from nnxplain.errors import NnxplainError
 from nnxplain.load import load
 from nnxplain.runtime import session
 
@@ -97,3 +99,140 @@ def test_auto_pad_becomes_explicit(mode, rng):
     assert helper.get_attribute_value(next(a for a in conv.attribute if a.name == "auto_pad")) == b"NOTSET"
     x = rng.normal(size=(2, 1, 7, 6)).astype(np.float32)
     assert relative_error(outputs(canonical, x)[0], outputs(model, x)[0]) < 1e-5
+
+
+# --- each rewrite: where it applies, and the reason it gives where it does not ------------------
+def skipped_by(model, keep_softmax=False):
+    skipped = []
+    canonical = canonicalize(load(model), keep_softmax=keep_softmax, skipped=skipped)
+    return canonical, {(s.rewrite, s.node): s.reason for s in skipped}
+
+
+def conv_bn_model(rng, nodes, outputs=("y",), inputs=()):
+    """x [N, 2, 5, 5] -> `nodes` -> outputs, with a Conv weight w [3, 2, 3, 3] and a BatchNormalization's
+    parameters bn_* as initializers (those named in `inputs` are graph inputs instead)."""
+    inits = {"w": rng.normal(size=(3, 2, 3, 3)).astype(np.float32), **bn_params(rng, 3)}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 5, 5])] +
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(inits[k].shape)) for k in inputs],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [numpy_helper.from_array(v, k) for k, v in inits.items() if k not in inputs])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), inits
+
+
+def conv(x="x", w="w", y="c", name="conv"):
+    return helper.make_node("Conv", [x, w], [y], pads=[1, 1, 1, 1], name=name)
+
+
+def bn(x="c", y="y"):
+    return helper.make_node("BatchNormalization", [x, "bn_s", "bn_b", "bn_m", "bn_v"], [y], epsilon=1e-3, name="bn")
+
+
+def test_fold_batchnorm_folds_into_a_conv_and_reports_nothing(rng):
+    model, _ = conv_bn_model(rng, [conv(), bn()])
+    canonical, skipped = skipped_by(model)
+    assert ops(canonical) == ["Conv"] and skipped == {}
+    x = rng.normal(size=(2, 2, 5, 5)).astype(np.float32)
+    assert relative_error(outputs(canonical, x)[0], outputs(model, x)[0]) < 1e-5
+
+
+FOLD_STOPS = {  # case: (nodes, outputs, graph inputs, the reason)
+    "shared weight": ([conv(), bn(), conv(y="z", name="other")], ("y", "z"), (),
+                      "the weight of node 'conv' (Conv) is shared with node 'other'"),
+    "output read twice": ([conv(), bn(), helper.make_node("Relu", ["c"], ["z"], name="other")], ("y", "z"), (),
+                          "the output of node 'conv' (Conv) is also read by node 'other'"),
+    "output is a graph output": ([conv(), bn()], ("y", "c"), (),
+                                 "the output of node 'conv' (Conv) is also a graph output"),
+    "weight is an input": ([conv(), bn()], ("y",), ("w",), "the weight of node 'conv' (Conv) is not a constant"),
+    "after a Relu": ([conv(), helper.make_node("Relu", ["c"], ["r"], name="relu"), bn(x="r")], ("y",), (),
+                     "its input comes from node 'relu' (Relu), not from a Conv, Gemm, MatMul"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOLD_STOPS))
+def test_fold_batchnorm_says_why_it_does_not_apply(case, rng):
+    """Each way the fold stops: the BatchNormalization becomes a Mul and an Add (the outputs are kept),
+    and the reason names the node that is in the way."""
+    nodes, outs, inputs, reason = FOLD_STOPS[case]
+    model, inits = conv_bn_model(rng, nodes, outs, inputs)
+    canonical, skipped = skipped_by(model)
+    assert skipped == {("fold_batchnorm", "bn"): reason}
+    assert "BatchNormalization" not in ops(canonical) and "Mul" in ops(canonical)
+    feeds = {"x": rng.normal(size=(2, 2, 5, 5)).astype(np.float32), **{k: inits[k] for k in inputs}}
+    for got, want in zip(session(canonical).run(None, feeds), session(model).run(None, feeds)):
+        assert relative_error(got, want) < 1e-5
+
+
+def test_batchnorm_on_the_graph_input_says_so(rng):
+    model = make_model([bn_node("x", "y")], bn_params(rng, 2), ["N", 2, 5, 5], ["N", 2, 5, 5])
+    _, skipped = skipped_by(model)
+    assert skipped == {("fold_batchnorm", ""): "its input 'x' is a graph input, not the output of a Conv, Gemm, MatMul"}
+
+
+def test_batchnorm_to_affine_must_apply(rng):
+    """A BatchNormalization that is neither folded nor a fixed affine is an error naming it."""
+    model, _ = conv_bn_model(rng, [conv(), bn()], inputs=("bn_v",))
+    with pytest.raises(NnxplainError, match=r"node 'bn' \(BatchNormalization\): its scale, bias, mean and variance "
+                                            r"must be constants"):
+        canonicalize(load(model))
+
+
+def test_matmul_add_to_gemm_says_why_it_does_not_apply(rng):
+    inits = {"w": rng.normal(size=(6, 4)).astype(np.float32), "b": rng.normal(size=(3, 4)).astype(np.float32)}
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+                        helper.make_node("Add", ["m", "b"], ["y"], name="add")], inits, [3, 6], [3, 4])
+    canonical, skipped = skipped_by(model)
+    assert ops(canonical) == ["Add", "MatMul"]
+    assert skipped == {("matmul_add_to_gemm", "mm"):
+                       "what node 'add' (Add) adds is not a constant of one value per output feature"}
+
+
+def test_drop_passthrough_says_why_it_keeps_a_node(rng):
+    inits = {"w": rng.normal(size=(6, 4)).astype(np.float32)}
+    model = make_model([helper.make_node("Identity", ["x"], ["y"], name="id")], inits, ["N", 6], ["N", 6])
+    canonical, skipped = skipped_by(model)
+    assert ops(canonical) == ["Identity"]
+    assert skipped == {("drop_passthrough", "id"): "it connects graph input 'x' straight to graph output 'y'"}
+
+
+def test_strip_output_softmax_is_skipped_with_keep_softmax_and_reports_nothing(rng):
+    inits = {"w": rng.normal(size=(6, 4)).astype(np.float32)}
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["y"])],
+                       inits, ["N", 6], ["N", 4])
+    canonical, skipped = skipped_by(model)
+    assert "Softmax" not in ops(canonical) and skipped == {}
+    kept, skipped = skipped_by(model, keep_softmax=True)
+    assert "Softmax" in ops(kept) and skipped == {}
+
+
+def test_explicit_pads_must_apply():
+    w = np.ones((2, 1, 3, 3), np.float32)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2], name="c")],
+                       {"w": w}, ["N", 1, "H", "W"], None)
+    with pytest.raises(NnxplainError, match=r"node 'c' \(Conv\): auto_pad SAME_UPPER needs static spatial dims"):
+        canonicalize(load(model))
+
+
+def test_an_error_at_an_unfolded_batchnorm_says_why_it_was_not_folded(rng, tmp_path):
+    """The Mul and Add an unfolded BatchNormalization becomes are no nodes of the user's model: an error
+    there names the BatchNormalization and the reason it was not folded."""
+    model, _ = conv_bn_model(rng, [conv(), helper.make_node("Relu", ["c"], ["r"], name="relu"), bn(x="r")])
+    method = tmp_path / "no_mul.toml"
+    method.write_text('description = "the gradient, refusing Mul"\n'
+                      '[[rule]]\nops = ["Mul"]\nrule = "refuse"\nreason = "no Mul here"\n')
+    with pytest.raises(NnxplainError) as caught:
+        nnxplain.compile(model, [str(method)])
+    assert str(caught.value) == ("node 'y_scale' (Mul): no Mul here (node 'bn' (BatchNormalization) became that Mul "
+                                 "and Add, not folded: its input comes from node 'relu' (Relu), not from a Conv, "
+                                 "Gemm, MatMul)")
+
+
+def test_support_shows_why_a_batchnorm_stayed_unfolded(rng, tmp_path, capsys):
+    from nnxplain.cli import main
+    model, _ = conv_bn_model(rng, [conv(), bn(), conv(y="z", name="other")], ("y", "z"))
+    path = tmp_path / "shared.onnx"
+    onnx.save(model, str(path))
+    assert main(["support", str(path), "--method", "lrp.epsilon"]) == 0
+    out = capsys.readouterr().out
+    assert "rewrites not applied:\n  node 'bn' (BatchNormalization): fold_batchnorm does not apply: the weight of node " \
+           "'conv' (Conv) is shared with node 'other'\n" in out

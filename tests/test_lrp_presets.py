@@ -313,7 +313,7 @@ def test_epsilon_lets_every_conv_relu_pair_fuse():
     for n in model.graph.node:
         for i in n.input:
             readers.setdefault(i, []).append(n.op_type)
-    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm") and not n.name.startswith("nnx/")]
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm") and not n.name.startswith("lrp.epsilon/")]
     followed_by_relu = [c for c in convs if readers.get(c.output[0]) == ["Relu"] or "Relu" in readers.get(c.output[0], [])]
     assert len(followed_by_relu) == 3 and all(readers[c.output[0]] == ["Relu"] for c in followed_by_relu)
 

@@ -92,3 +92,39 @@ def test_perturbation_errors():
         occlusion(ZOO_DIR / "mlp.onnx", np.zeros((2, 20), np.float32))
     with pytest.raises(NnxplainError, match="patch must be between 1 and 8"):
         occlusion(ZOO_DIR / "digits_cnn.onnx", np.zeros((2, 1, 8, 8), np.float32), patch=9)
+
+
+def test_occlusion_and_lime_are_method_files_of_kind_perturbation(tmp_path):
+    """They are listed, loaded and checked like every method; create_analyzer runs them; a method file
+    of their kind with other defaults gives what the built-in one gives with those parameters."""
+    import nnxplain
+    from nnxplain.methods import load_method
+    from nnxplain.perturbation import run
+    perturbation = [m for m in nnxplain.methods() if load_method(m).kind == "perturbation"]
+    assert perturbation == ["lime", "occlusion"]
+    model = ZOO_DIR / "digits_cnn.onnx"
+    x = np.load(ZOO_DIR / "digits_test.npz")["x"][:3]
+    analyzer = nnxplain.create_analyzer("occlusion", model, patch=3)
+    assert np.array_equal(analyzer.analyze(x), occlusion(model, x, patch=3))
+    with pytest.raises(NnxplainError, match="method 'occlusion' runs the model on perturbed copies: it has no compiled"):
+        analyzer.save(tmp_path / "e.onnx")
+    mine = tmp_path / "coarse_lime.toml"
+    mine.write_text('description = "LIME on 4x4 segments"\nkind = "perturbation"\nperturbation = "lime"\n'
+                    '[params]\nsegment = 4\nsamples = 64\nseed = 3\n')
+    assert np.array_equal(run(str(mine), model, x), lime(model, x, segment=4, samples=64, seed=3))
+    with pytest.raises(NnxplainError, match="method 'lime' has no parameter 'patch'"):
+        run("lime", model, x, {"patch": 2})
+    (tmp_path / "bad.toml").write_text('description = "?"\nkind = "perturbation"\nperturbation = "lime"\n'
+                                       '[params]\npatch = 2\n')
+    with pytest.raises(NnxplainError, match=r"bad.toml: lime has no parameter 'patch' \(its parameters: alpha, fill"):
+        load_method(str(tmp_path / "bad.toml"))
+
+
+def test_evaluate_and_perturbation_do_not_import_each_other():
+    import ast
+    import nnxplain
+    folder = __import__("pathlib").Path(nnxplain.__file__).parent
+    for module, other in (("evaluate", "perturbation"), ("perturbation", "evaluate")):
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        assert other not in imported, f"{module} imports {other}"
