@@ -46,9 +46,9 @@ def check(graph: gs.Graph, bn: gs.Node) -> Fold | Reason:
     x = bn.inputs[0]
     layer = producer(x)
     if layer is None:
-        return Reason(f"its input '{x.name}' is a graph input, not the output of a {', '.join(LAYERS)}")
+        return Reason(f"its input '{x.name}' is a graph input, not the output of a {', '.join(sorted(LAYERS))}")
     if layer.op not in LAYERS:
-        return Reason(f"its input comes from node '{layer.name}' ({layer.op}), not from a {', '.join(LAYERS)}")
+        return Reason(f"its input comes from node '{layer.name}' ({layer.op}), not from a {', '.join(sorted(LAYERS))}")
     if len(x.outputs) != 1:
         other = next(n for n in x.outputs if n is not bn)
         return Reason(f"the output of node '{layer.name}' ({layer.op}) is also read by node '{other.name}'")
