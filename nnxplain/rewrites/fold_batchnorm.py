@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..layer import LinearLayer
 from ..ops import having
 from . import Reason, Rewrite, is_output, only_user, producer, set_tensors
 
@@ -66,23 +67,20 @@ def check(graph: gs.Graph, bn: gs.Node) -> Fold | Reason:
     if b is not None and not only_user(b, layer):
         return Reason(f"the bias of node '{layer.name}' ({layer.op}) is shared with node "
                       f"'{next(n for n in b.outputs if n is not layer).name}'")
-    weight = w.values.astype(np.float64)
+    if layer.op == "MatMul" and (w.values.ndim != 2 or len(x.shape or []) != 2):
+        return Reason(f"node '{layer.name}' (MatMul) is no product of a matrix and a 2-D weight "
+                      f"(weight {list(w.values.shape)}, output rank {len(x.shape) if x.shape else 'unknown'})")
+    view = LinearLayer.of(layer)  # the weight as rows, one per output feature (Gemm's transB and alpha included)
+    if view is None:
+        return Reason(f"node '{layer.name}' ({layer.op}) has no linear view with a constant weight")
     channels = scale.shape[0]
-    if layer.op == "Conv":
-        new_w = weight * scale.reshape([-1] + [1] * (weight.ndim - 1))
-        bias = b.values.astype(np.float64) if b is not None else 0.0
-    else:  # Gemm or MatMul: the output features are the columns of op(B)
-        if layer.op == "MatMul" and (weight.ndim != 2 or len(x.shape or []) != 2):
-            return Reason(f"node '{layer.name}' (MatMul) is no product of a matrix and a 2-D weight "
-                          f"(weight {list(weight.shape)}, output rank {len(x.shape) if x.shape else 'unknown'})")
-        new_w = weight * (scale[:, None] if layer.op == "Gemm" and layer.attrs.get("transB", 0) else scale[None, :])
-        bias = 0.0
-        if b is not None:
-            c = b.values.astype(np.float64)
-            if c.size not in (1, channels) or (c.ndim == 2 and c.shape[0] != 1):
-                return Reason(f"the bias of node '{layer.name}' (Gemm) has shape {list(c.shape)}, not one value "
-                              f"per output feature")
-            bias = c.reshape(-1) * layer.attrs.get("beta", 1.0)
+    new_w = view.from_rows(view.rows() * scale[:, None])
+    bias = 0.0
+    if view.bias is not None:
+        if layer.op != "Conv" and (view.bias.size not in (1, channels) or (view.bias.ndim == 2 and view.bias.shape[0] != 1)):
+            return Reason(f"the bias of node '{layer.name}' (Gemm) has shape {list(view.bias.shape)}, not one value "
+                          f"per output feature")
+        bias = view.bias.reshape(-1) * view.beta
     return Fold(layer, new_w, np.broadcast_to(bias, (channels,)) * scale + shift)
 
 
