@@ -12,7 +12,7 @@ stabilizer (SafeDivide, epsilon, or any function of z), whether x is replaced by
 by the weights alone) and the bounds of z^B. Weight modifications are computed with numpy when the
 graph is compiled and stored as constants; only the activations' sign split runs in the graph.
 alpha-beta has its own path: it reads its negative pre-activation off the forward pass's output and
-transposes all its terms in one pass of the layer (benchmarks/README: LRP rules).
+transposes all its terms in one pass of the layer, measured faster (benchmarks/README.md, LRP).
 
 Divisions use iNNvestigate's SafeDivide (eps = 1e-7 where z == 0, and here also where z is subnormal)
 except the epsilon rule, whose stabilizer is z + epsilon * sign(z) with sign(0) = +1 (built with
