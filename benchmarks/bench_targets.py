@@ -21,7 +21,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 import bench_patterns  # noqa: E402
 
 import nnxplain  # noqa: E402
-from nnxplain.bench import bench, make_session  # noqa: E402
+from nnxplain.bench import bench, make_session, median_time  # noqa: E402
 from nnxplain.errors import NnxplainError  # noqa: E402
 
 
@@ -104,12 +103,7 @@ def zennit_epsilon_plus_flat(net: torch.nn.Module):
 
 
 def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * median_time(fn, repeats)
 
 
 def bench_cnn(name: str, path: Path, args, bar) -> list[dict]:
@@ -197,7 +191,7 @@ def bench_encoder(folder: str, args, bar) -> dict:
 
 def table(rows: list[dict]) -> str:
     by_key = {t.key: t for t in TARGETS}
-    head = f"| model | measure | target | ms | forward ms | ratio | peer | met |\n|---|---|---|---|---|---|---|---|"
+    head = "| model | measure | target | ms | forward ms | ratio | peer | met |\n|---|---|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
         t = by_key[r["key"]]

@@ -66,7 +66,7 @@ def peak_memory(model_bytes: bytes, feeds: dict, threads: int = 0) -> int | None
         return json.loads(done.stdout.strip().splitlines()[-1])["peak"]
 
 
-def _median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -139,7 +139,7 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
         xt = torch.from_numpy(x)
         with torch.no_grad():
             target = twin(xt).argmax(1)  # also the warm-up
-            result["torch_forward_ms"] = 1000 * _median_time(lambda: twin(xt), repeats)
+            result["torch_forward_ms"] = 1000 * median_time(lambda: twin(xt), repeats)
     forward_times = []
     for name in tqdm(methods, desc="bench", disable=not progress, unit="method"):
         method = load_method(name)
@@ -178,7 +178,7 @@ def bench(model, methods: list[str], batch: int = 8, repeats: int = 5, params: d
                 except Exception as exc:  # Captum cannot run it on this model (an unsupported layer, ...)
                     row["captum_note"] = f"Captum failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
                 else:
-                    captum_ms = 1000 * _median_time(lambda: runner(xt, target), repeats)
+                    captum_ms = 1000 * median_time(lambda: runner(xt, target), repeats)
                     row.update(captum_ms=captum_ms, captum_ratio=captum_ms / result["torch_forward_ms"],
                                captum_vs_nnxplain=captum_ms / ms)
         result["rows"].append(row)
