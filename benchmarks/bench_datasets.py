@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +37,7 @@ import bench_models  # noqa: E402
 
 import nnxplain  # noqa: E402
 from nnxplain import engine as E  # noqa: E402
+from nnxplain.bench import median_time  # noqa: E402
 from nnxplain.data import PRESETS, open_dataset  # noqa: E402
 
 CONFIGS = [("local", 1, None), ("ray", 1, 1), ("local", 2, None), ("ray", 1, 2)]  # (engine, threads, workers)
@@ -116,15 +115,6 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-
-
-def median_time(run, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def relative_error(a, b):
