@@ -8,6 +8,7 @@ becomes a per-channel affine), so a later stage never sees a half-rewritten grap
 """
 from __future__ import annotations
 
+import gc
 import logging
 
 import numpy as np
@@ -15,7 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import NnxplainError
-from .load import IR_VERSION, first_line, infer_shapes
+from .load import IR_VERSION, first_line, infer_shapes, load
 from .rewrites import Skipped, apply
 from .rewrites import (batchnorm_to_affine, drop_passthrough, explicit_pads, fold_batchnorm, matmul_add_to_gemm,
                        strip_output_softmax)
@@ -48,6 +49,15 @@ def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False,
     except Exception as exc:  # onnx's ValidationError / InferenceError: constants folded, shapes disagree
         raise NnxplainError(f"the model's shapes do not agree once its constants are folded: "
                             f"{first_line(exc)}") from None
+
+
+def canonical_graph(model, keep_softmax: bool = False, skipped: list | None = None) -> gs.Graph:
+    """The model (path or ModelProto) loaded, checked and canonicalized, as the graph that methods'
+    passes and pattern statistics are added to. `skipped`: as canonicalize's."""
+    graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax, skipped=skipped))
+    gc.collect()  # the loaded model and canonicalization's graph: a copy of the weights each (see compiler.without_gc)
+    graph.toposort()
+    return graph
 
 
 def unfolded_batchnorms(message: str, skipped: list[Skipped]) -> str:

@@ -12,12 +12,12 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .backward import propagate
-from .canonicalize import canonicalize, unfolded_batchnorms
+from .canonicalize import canonical_graph, unfolded_batchnorms
 from .emitter import FLOAT, Emitter, static_dims
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
-from .load import IR_VERSION, LIGHT_BYTES, first_line, infer_shapes, load, without_initializers
+from .load import IR_VERSION, LIGHT_BYTES, first_line, infer_shapes, without_initializers
 from .lrp import zero_where_zero
 from .methods import Method, load_method, positions
 from .params import own_key, scoped
@@ -81,15 +81,6 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     model = export(graph)
     describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
     return model
-
-
-def canonical_graph(model, keep_softmax: bool = False, skipped: list | None = None) -> gs.Graph:
-    """The model loaded, checked and canonicalized, as the graph the methods' passes are added to.
-    `skipped`: a list to which each rewrite that did not apply adds why (canonicalize)."""
-    graph = gs.import_onnx(canonicalize(load(model), keep_softmax=keep_softmax, skipped=skipped))
-    gc.collect()  # the loaded model and canonicalization's graph: a copy of the weights each (see without_gc)
-    graph.toposort()
-    return graph
 
 
 def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output: str | None,

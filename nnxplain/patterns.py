@@ -35,10 +35,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .canonicalize import canonicalize
+from .canonicalize import canonical_graph
 from .emitter import FLOAT, Emitter, shape, static_dims
 from .errors import NnxplainError, NnxplainWarning
-from .load import IR_VERSION, load
+from .load import IR_VERSION
 from .layer import LinearLayer
 from .ops import LINEAR
 
@@ -84,12 +84,6 @@ def fingerprint(layers: list[Layer]) -> str:
         h.update(f"{layer.key}|{layer.node.op}|{layer.weight.shape}|".encode())
         h.update(np.ascontiguousarray(layer.weight, np.float32).tobytes())
     return h.hexdigest()[:20]
-
-
-def canonical_graph(model) -> gs.Graph:
-    graph = gs.import_onnx(canonicalize(load(model)))
-    graph.toposort()
-    return graph
 
 
 # ------------------------------------------------------------------------------------- patterns

@@ -136,7 +136,7 @@ WITH_PARAMETERS = [m for m in COMPILED if declared(m)]
 @pytest.mark.parametrize("method", WITH_PARAMETERS)
 def test_an_invalid_parameter_is_a_clear_error_before_compiling(method, monkeypatch):
     from nnxplain import compiler
-    monkeypatch.setattr(compiler, "canonicalize", _not_reached)  # the parameters are refused before
+    monkeypatch.setattr(compiler, "canonical_graph", _not_reached)  # the parameters are refused before
     m = load_method(method)
     keys = declared(method)
 
