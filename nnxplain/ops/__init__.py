@@ -15,7 +15,10 @@ A record holds
                        "activation" (pointwise nonlinearity), "routing" (moves or selects input
                        elements: reshapes, slices, max pooling), "proportional" (the output is a sum
                        of its computed inputs' contributions: Add, average pooling; Mul / Div by a
-                       constant) or "not_differentiable" (shapes, indices, comparisons: no gradient)
+                       constant), "nonlinear" (nonlinear and not pointwise: normalizations, Softmax, a
+                       norm of a tensor; gradient methods apply, LRP methods refuse the node until a
+                       propagation rule names the op) or "not_differentiable" (shapes, indices,
+                       comparisons: no gradient)
       pointwise        each output element depends on the input element at the same place only, so
                        relevance may pass through unchanged
       zero_preserving  f(0) = 0: True, False, or a test of the node (Clip: 0 inside its range)
@@ -41,8 +44,8 @@ from typing import Callable, NamedTuple
 
 import onnx
 
-CATEGORIES = ("linear", "activation", "routing", "proportional", "not_differentiable")
-GROUP_CATEGORIES = ("activation", "routing", "proportional")  # categories a method file can name as groups
+CATEGORIES = ("linear", "activation", "routing", "proportional", "nonlinear", "not_differentiable")
+GROUP_CATEGORIES = ("activation", "routing", "proportional", "nonlinear")  # categories a method file can name as groups
 
 
 class Linear(NamedTuple):
