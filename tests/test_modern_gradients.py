@@ -1,0 +1,82 @@
+"""The gradient family on today's architectures (issue 11): every image model of the modern zoo
+(models/modern.py: vision transformers, windowed attention, ConvNeXt, squeeze-excite and HardSwish
+CNNs, a U-Net), exported by either of torch's exporters, compiled with nnxplain, gives the
+explanations that torch autograd and Captum give on the same weights, to float32 precision.
+
+The oracles: torch autograd for gradient and input times gradient, Captum's IntegratedGradients
+(riemann_right, the reference 0) for integrated_gradients, Captum's NoiseTunnel over Saliency with
+the same noise for smoothgrad, Captum's GuidedBackprop and Deconvolution (started from the selected
+output's value, iNNvestigate's convention) where the network's nonlinearities are ReLUs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
+
+import nnxplain
+from models import modern
+from nnxplain.runtime import session
+from nnxplain.sampling import noise
+
+from conftest import relative_error
+
+TOL = 1e-5
+IMAGE_MODELS = sorted(set(modern.BUILDERS) - modern.TEXT)
+EXPORTERS = {"legacy": "", "dynamo": ".dynamo"}
+RELU_NETWORKS = {"regnet", "unet"}  # every nonlinearity a ReLU: Guided Backprop and Deconvnet apply
+STEPS, SAMPLES, NOISE_SCALE, NOISE_SEED = 8, 4, 0.2, 3
+
+
+class Flat(torch.nn.Module):
+    """The model's output as [batch, scores] (a U-Net's [batch, classes, H, W] map flattened, as
+    nnxplain's neuron selection sees it), optionally times a constant per sample."""
+
+    def __init__(self, net, scale=None):
+        super().__init__()
+        self.net, self.scale = net, scale
+
+    def forward(self, x):
+        y = self.net(x).flatten(1)
+        return y if self.scale is None else y * self.scale
+
+
+@pytest.fixture(scope="module", params=IMAGE_MODELS)
+def oracle(request):
+    name = request.param
+    net = Flat(modern.build(name))
+    x = torch.from_numpy(modern.example_inputs(name)["input"])
+    with torch.no_grad():
+        y = net(x)
+    index = y.argmax(1)
+    x_grad = x.clone().requires_grad_(True)
+    gradient = torch.autograd.grad(net(x_grad).gather(1, index[:, None]).sum(), x_grad)[0].numpy()
+    unit = noise((SAMPLES,) + tuple(x.shape), seed=NOISE_SEED)
+    noisy = x[None] + NOISE_SCALE * torch.from_numpy(unit)  # [samples, batch, ...], sample-major as the graph
+    smooth = np.mean([Saliency(net).attribute(sample, target=index, abs=False).numpy() for sample in noisy], axis=0)
+    expected = {
+        "gradient": gradient,
+        "input_t_gradient": gradient * x.numpy(),
+        "integrated_gradients": IntegratedGradients(net).attribute(
+            x, baselines=0.0, target=index, n_steps=STEPS, method="riemann_right").detach().numpy(),
+        "smoothgrad": smooth,
+    }
+    if name in RELU_NETWORKS:
+        value = y.gather(1, index[:, None])
+        for method, captum_cls in (("guided_backprop", GuidedBackprop), ("deconvnet", Deconvolution)):
+            expected[method] = captum_cls(Flat(net.net, value)).attribute(x.clone(), target=index).detach().numpy()
+    return name, x.numpy(), unit, expected
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_the_gradient_family_equals_torch_and_captum(oracle, exporter):
+    name, x, unit, expected = oracle
+    params = {"integrated_gradients.steps": STEPS, "smoothgrad.augment_by_n": SAMPLES,
+              "smoothgrad.noise_scale": NOISE_SCALE, "smoothgrad.noise": "input"}
+    model = nnxplain.compile(modern.MODERN_DIR / f"{name}{EXPORTERS[exporter]}.onnx", list(expected), params=params)
+    run = session(model)
+    names = [o.name for o in run.get_outputs()]
+    got = dict(zip(names, run.run(None, {"input": x, "smoothgrad/noise": unit})))
+    errors = {method: relative_error(got[method], want) for method, want in expected.items()}
+    assert max(errors.values()) < TOL, errors
