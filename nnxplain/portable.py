@@ -7,7 +7,8 @@ writes is put into this form at export (`normalize`) and then checked (`violatio
 
 1. **No empty optional inputs.** Trailing empty inputs are dropped (`Conv(x, W, "")` becomes
    `Conv(x, W)`, `Gemm(A, B, "")` becomes `Gemm(A, B)`); an empty input followed by a given one gets
-   its default value as a constant (Clip's bounds, Pad's constant value, Slice's axes and steps).
+   its default value as a constant (Clip's bounds, Pad's constant value, Slice's axes and steps,
+   Resize's roi and scales as empty tensors).
 2. **One meaning per constant.** Every initializer is read by nodes of one op type, at one input
    position, with the same attributes. A weight that the forward pass reads as a Conv weight and
    the backward pass as a ConvTranspose weight, or that a forward Gemm reads with transB=1 and a
@@ -51,6 +52,9 @@ _MIDDLE_DEFAULTS = {
     "Pad": {2: lambda node, dtype, consts: np.array(0, dtype)},
     "Slice": {3: lambda node, dtype, consts: np.arange(len(consts[node.input[1]]), dtype=np.int64),
               4: lambda node, dtype, consts: np.ones(len(consts[node.input[1]]), dtype=np.int64)},
+    # an empty roi / scales tensor is the spelling of "not given" that Resize has had since opset 11
+    "Resize": {1: lambda node, dtype, consts: np.zeros(0, np.float32),
+               2: lambda node, dtype, consts: np.zeros(0, np.float32)},
 }
 # op -> input indices that must be 0-D (the operator also accepts a one-element 1-D tensor there)
 SCALAR_INPUTS = {"OneHot": (1,), "Pad": (2,), "Clip": (1, 2)}

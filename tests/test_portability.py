@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 import nnxplain
 from nnxplain import noise, portable
@@ -79,6 +80,22 @@ def test_normal_form_fills_a_middle_empty_input_with_its_default():
     x = np.array([[-1e30, 0.0, 3.0, 9.0]], np.float32)
     from onnx.reference import ReferenceEvaluator
     assert np.array_equal(ReferenceEvaluator(model).run(None, {"x": x})[0], np.clip(x, None, 6.0))
+
+
+def test_normal_form_gives_resize_an_empty_roi_and_scales():
+    """A U-Net's Resize(x, "", "", sizes) (the exporters' spelling) becomes Resize(x, [], [], sizes)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])
+    for roi_and_scales, sizes in ((["", ""], [numpy_helper.from_array(np.array([1, 2, 6, 6], np.int64), "sizes")]),
+                                  (["", "scales"], [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32),
+                                                                            "scales")])):
+        inputs = ["x", *roi_and_scales] + (["sizes"] if roi_and_scales[1] == "" else [])
+        model = _model([helper.make_node("Resize", inputs, ["y"], mode="linear")], sizes, [x], [y])
+        expected = ReferenceEvaluator(model).run(None, {"x": np.arange(18, dtype=np.float32).reshape(1, 2, 3, 3)})[0]
+        portable.normalize(model)
+        assert portable.violations(model) == []
+        got = ReferenceEvaluator(model).run(None, {"x": np.arange(18, dtype=np.float32).reshape(1, 2, 3, 3)})[0]
+        assert np.array_equal(got, expected)
 
 
 @pytest.mark.parametrize("methods", [["gradient", "input_t_gradient", "deconvnet", "integrated_gradients"],
