@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .backward import propagate
+from .backward import depends_on, propagate
 from .canonicalize import canonical_graph, unfolded_batchnorms
 from .emitter import FLOAT, Emitter, static_dims
 from . import noise, portable
@@ -357,7 +357,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
             names[id(node)] = method.rule_for(node, where)[0]
         return names[id(node)]
     # what the LRP rules may assume about the relevance arriving at each tensor (see lrp.zero_where_zero)
-    context = {**(context or {}), "zero_where_zero": zero_where_zero(e.graph, rule_name, model_nodes)}
+    walked = model_nodes if nodes is None else nodes
+    context = {**(context or {}), "zero_where_zero": zero_where_zero(e.graph, rule_name, model_nodes),
+               "live": depends_on(e.graph, inputs, walked)}  # the tensors that depend on the explained input
 
     def rule_for(node):
         name, rule, rule_params = method.rule_for(node, where)
@@ -368,7 +370,7 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
     if "reference" in method.needs:  # DeepLIFT: the forward pass of the reference input, beside x's
         references = reference_forward(e, method, inputs, context)
         context = {**context, "reference": references}
-    relevance = propagate(e, {y.name: seed}, inputs, rule_for, model_nodes if nodes is None else nodes)
+    relevance = propagate(e, {y.name: seed}, inputs, rule_for, walked)
     out = []
     for x in inputs:
         r = relevance[x.name]

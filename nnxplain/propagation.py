@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import lrp  # noqa: F401  (registers the LRP rules)
+from . import attention_lrp, lrp  # noqa: F401  (register the LRP rules and attention-aware LRP's)
 from .errors import UnsupportedError
 from .ops import LINEAR, VJP, having
 from .params import Spec, number
