@@ -35,6 +35,7 @@ import onnx_graphsurgeon as gs
 
 from .emitter import FLOAT
 from . import ops
+from .attention_lrp import self_gated
 from .layer import LinearLayer
 from .ops import LINEAR, VJP, having
 from .params import flag, number, numbers
@@ -261,9 +262,10 @@ def positive_part(p, sign):
     return p * (sign * p > 0)
 
 
-def _proportional(e, node, dy, stabilizer):
-    """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output)."""
-    live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)]
+def _proportional(e, node, dy, stabilizer, live: list[int] | None = None):
+    """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output).
+    `live`: the indices of the inputs that depend on the explained input (default: all non-constants)."""
+    live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)] if live is None else live
     if node.op in ("Mul", "Div") and (len(live) != 1 or (node.op == "Div" and live != [0])):
         raise ValueError(f"the z-rule on {node.op} needs one computed operand and a constant "
                          f"(a scale), found {len(live)} computed operands")
@@ -431,6 +433,25 @@ def lrp_bounded(e, node, dy, low, high, ignore_bias):
     z = x W - low W+ - high W- (no bias by default, as iNNvestigate's BoundedRule; zennit's ZBox cancels
     its bias terms the same way)."""
     return basic(e, node, dy, "bounded", bias=not ignore_bias, bounds=(low, high))
+
+
+@register("uniform", {"Mul"}, "a product of two computed tensors: half the relevance to each (AttnLRP's uniform rule); "
+                             "x * g(x), a self-gated activation: all of it to x; a scale: the z-rule", needs=("live",))
+def uniform(e, node, dy, live):
+    """A Mul by a scale (one operand depends on the explained input): the z-rule, relevance passes. A
+    self-gated activation written as a product (x * sigmoid(x), GELU's x * (1 + erf(x / sqrt 2)) / 2;
+    see attention_lrp.self_gated): one activation, its relevance passes to x. A product of two tensors
+    that both depend on the input (a squeeze-excite gate, attention): each gets half (AttnLRP Eq. 7),
+    summed over what it was broadcast along."""
+    computed = [i for i, t in enumerate(node.inputs) if t.name in live]
+    if len(computed) < 2:
+        return _proportional(e, node, dy, 0.0, computed)
+    y = node.outputs[0]
+    gated = self_gated(node)
+    if gated is not None:
+        return [e.unbroadcast(dy, t, y) if i == gated else None for i, t in enumerate(node.inputs)]
+    half = e.Mul(dy, np.array(0.5, np.float32))
+    return [e.unbroadcast(half, t, y) for t in node.inputs]
 
 
 @register("pass", PASS_OPS | LINEAR_OPS, "relevance passes unchanged (activations; same-shape layers)")

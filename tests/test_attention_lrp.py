@@ -151,3 +151,36 @@ def test_a_division_by_a_computed_tensor_is_refused_by_name(weights):
                       oh.make_node("Div", ["a", "b"], ["h"], name="the_div")], {"W1": W1, "W2": W2})
     with pytest.raises(nnxplain.NnxplainError, match="the_div.*divides by a tensor that depends on the input"):
         nnxplain.compile(model, ["attn_lrp"])
+
+
+# ------------------------------------------------------------------ the LRP family at gates (relevance form)
+
+def test_lrp_at_a_squeeze_excite_gate_gives_each_operand_half(weights):
+    """h = a * sigmoid(a W2) with a = x W1: lrp.z gives the product's relevance half to a directly and
+    half to the gate, which passes it through the sigmoid and the z-rule through W2 back to a."""
+    x, W1, _ = weights
+    gate = np.random.default_rng(3).normal(size=(N_HID, N_HID)).astype(np.float32)
+    model, V = build([oh.make_node("MatMul", ["x", "W1"], ["a"]), oh.make_node("MatMul", ["a", "G"], ["s"]),
+                      oh.make_node("Sigmoid", ["s"], ["g"]), oh.make_node("Mul", ["a", "g"], ["h"])],
+                     {"W1": W1, "G": gate})
+    x64, W1_, G = x.astype(np.float64), W1.astype(np.float64), gate.astype(np.float64)
+    a = x64 @ W1_
+    R = head_relevance(a / (1 + np.exp(-(a @ G))), V)
+    R_a = R / 2 + z_rule(a, G, R / 2)
+    expected = z_rule(x64, W1_, R_a)
+    assert relative_error(explain(model, "lrp.z", x), expected) < TOL
+    assert np.allclose(expected.sum(1), R.sum(1)), "the reference conserves relevance"
+
+
+def test_lrp_passes_a_self_gated_activations_relevance_to_its_input(weights):
+    """SiLU as x * sigmoid(x): lrp.epsilon treats it as the activation it is (relevance passes)."""
+    x, W1, _ = weights
+    model, V = build([oh.make_node("MatMul", ["x", "W1"], ["a"]), oh.make_node("Sigmoid", ["a"], ["s"]),
+                      oh.make_node("Mul", ["a", "s"], ["h"])], {"W1": W1})
+    x64, W1_ = x.astype(np.float64), W1.astype(np.float64)
+    a = x64 @ W1_
+    R = head_relevance(a / (1 + np.exp(-a)), V)
+    epsilon = 1e-7
+    z = a
+    expected = x64 * ((R / (z + epsilon * np.where(z >= 0, 1.0, -1.0))) @ W1_.T)
+    assert relative_error(explain(model, "lrp.epsilon", x), expected) < TOL

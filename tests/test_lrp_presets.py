@@ -251,14 +251,14 @@ def test_method_file_errors_name_the_entry_node_and_expectation(tmp_path, text, 
 
 
 def test_unsupported_node_in_a_strict_method_is_an_error(tmp_path):
-    """A Mul of two computed tensors (a gate) is no linear layer: the z-rule refuses it, by name."""
+    """A division by a computed tensor is no linear layer: the z-rule refuses it, by name."""
     nodes = [helper.make_node("Gemm", ["input", "w"], ["h"], name="fc"),
-             helper.make_node("Mul", ["h", "h"], ["logits"], name="gate")]
+             helper.make_node("Div", ["input", "h"], ["logits"], name="ratio")]
     graph = helper.make_graph(nodes, "gate", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
                               [onnx.numpy_helper.from_array(np.eye(3, dtype=np.float32), "w")])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    with pytest.raises(nnxplain.NnxplainError, match=r"node 'gate' \(Mul\): the z-rule on Mul needs one computed "
+    with pytest.raises(nnxplain.NnxplainError, match=r"node 'ratio' \(Div\): the z-rule on Div needs one computed "
                                                      r"operand and a constant"):
         nnxplain.compile(proto, ["lrp.epsilon"])
 
