@@ -10,12 +10,19 @@ import onnx_graphsurgeon as gs
 from .ops import LINEAR
 
 
+# Linear ops whose weight layout this view does not know yet: the rules and PatternNet refuse them.
+NO_VIEW = {"ConvTranspose": "LRP rules and PatternNet have no view of ConvTranspose's weight "
+                            "([C_in, C_out / group, *kernel]) yet"}
+
+
 class LinearLayer:
     """A node with a linear adapter and a constant weight. `weight` and `bias` are float64 copies of
     the stored values (bias None where there is none); `alpha` and `beta` are the scales the forward
     applies to them (Gemm's attributes; 1 for the other ops)."""
 
     def __init__(self, node: gs.Node):
+        if node.op in NO_VIEW:
+            raise ValueError(f"node '{node.name}' (op {node.op}): {NO_VIEW[node.op]}")
         lin = LINEAR[node.op](node) if node.op in LINEAR else None
         if lin is None or not isinstance(node.inputs[lin.weight], gs.Constant):
             raise ValueError(f"node '{node.name}' (op {node.op}) is no linear layer with a constant weight")

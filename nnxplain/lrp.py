@@ -35,7 +35,7 @@ import onnx_graphsurgeon as gs
 
 from .emitter import FLOAT
 from . import ops
-from .layer import LinearLayer
+from .layer import NO_VIEW, LinearLayer
 from .ops import LINEAR, VJP, having
 from .params import flag, number, numbers
 from .rule_registry import RULES, register
@@ -86,6 +86,8 @@ class Layer(LinearLayer):
         try:
             super().__init__(node)
         except ValueError:
+            if node.op in NO_VIEW:
+                raise ValueError(f"rule '{rule}': {NO_VIEW[node.op]}") from None
             found = "a computed weight" if node.op in LINEAR else f"op {node.op}"
             raise ValueError(f"rule '{rule}' needs a linear layer (Conv, Gemm, MatMul) with a constant weight, "
                              f"found {found}") from None
