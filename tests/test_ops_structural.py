@@ -18,6 +18,7 @@ from onnx.reference import ReferenceEvaluator
 import nnxplain
 from nnxplain.emitter import Emitter
 from nnxplain.ops import RECORDS
+from nnxplain.patterns import fit
 from nnxplain.runtime import session
 from conftest import relative_error
 from test_ops import TOL,  OPSET, Reference, T, case_id, check, explain, node, normal, one_op_model, torch_reference
@@ -280,3 +281,107 @@ def test_resize_refused(attrs, match):
         explain([node("Resize", ["x", "", "scales"], name="up", **attrs)], x, {"scales": scales},
                 normal((2, 3, 8, 10), 2), opset=18)
     assert "node 'up' (Resize)" in str(info.value)
+
+
+# ----------------------------------------------------------------------------------- ConvTranspose
+
+CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def conv_transpose_cases(count=16, seed=5):
+    rnd = random.Random(seed)
+    cases = []
+    for i in range(count):
+        rank = [1, 2, 2, 3][i % 4]
+        k = [rnd.randint(1, 4 if rank < 3 else 3) for _ in range(rank)]
+        s = [rnd.randint(1, 3) for _ in range(rank)]
+        d = [rnd.randint(1, 2) for _ in range(rank)]
+        out_pad = [rnd.randint(0, s[a] - 1) for a in range(rank)]  # ONNX Runtime: below the stride
+        size = [rnd.randint(1, 4) for _ in range(rank)]
+        pads = [0] * 2 * rank
+        for a in range(2 * rank):  # begin and end apart, leaving at least one output
+            room = (size[a % rank] - 1) * s[a % rank] + (k[a % rank] - 1) * d[a % rank] + out_pad[a % rank] - pads[a - rank]
+            pads[a] = rnd.randint(0, max(0, min(room, 3)))
+        group = ["1", "2", "depthwise"][i % 3]
+        c_in, c_out_g, groups = {"1": (rnd.randint(1, 3), rnd.randint(1, 3), 1), "2": (4, 3, 2),
+                                 "depthwise": (3, 1, 3)}[group]
+        cases.append(pytest.param(dict(k=k, s=s, d=d, pads=pads, out_pad=out_pad, c_in=c_in, c_out_g=c_out_g,
+                                       groups=groups, size=size, bias=i % 3 != 1, seed=i),
+                                  id=case_id(r=rank, k=k, s=s, d=d, p=pads, op=out_pad, g=group)))
+    return cases
+
+
+@pytest.mark.parametrize("c", conv_transpose_cases())
+def test_conv_transpose(c):
+    """ConvTranspose of any rank with strides, dilations, pads (begin and end apart), output_padding
+    and groups: torch's conv_transpose, the end pads applied by cropping its output."""
+    rank = len(c["k"])
+    x = normal([2, c["c_in"]] + c["size"], c["seed"])
+    W = normal([c["c_in"], c["c_out_g"]] + c["k"], c["seed"] + 1)
+    b = normal([c["c_out_g"] * c["groups"]], c["seed"] + 2)
+    consts = {"W": W, "b": b} if c["bias"] else {"W": W}
+    attrs = dict(kernel_shape=c["k"], strides=c["s"], dilations=c["d"], group=c["groups"], pads=c["pads"],
+                 output_padding=c["out_pad"])
+    begin, end = c["pads"][:rank], c["pads"][rank:]
+
+    def reference(t):
+        full = CONV_TRANSPOSE[rank](t, T(W), T(b) if c["bias"] else None, stride=c["s"], dilation=c["d"],
+                                    groups=c["groups"], output_padding=c["out_pad"])
+        return full[(..., *[slice(p, n - q) for p, q, n in zip(begin, end, full.shape[2:])])]
+    check([node("ConvTranspose", ["x", *consts], **attrs)], x, consts, torch_reference(reference, x, c["seed"]))
+
+
+def test_conv_transpose_same_padding_is_refused():
+    """auto_pad SAME_* on ConvTranspose (pads chosen by the engine) is refused by name."""
+    x = normal((2, 2, 3, 3), 1)
+    W = normal((2, 3, 3, 3), 2)
+    conv_t = node("ConvTranspose", ["x", "W"], name="up", auto_pad="SAME_UPPER", strides=[2, 2])
+    with pytest.raises(nnxplain.UnsupportedError, match=r"node 'up' \(ConvTranspose\): auto_pad SAME_UPPER"):
+        explain([conv_t], x, {"W": W}, normal((2, 3, 6, 6), 3))
+
+
+@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.alpha_1_beta_0", "pattern.net"])
+def test_conv_transpose_under_lrp_and_patternnet_is_refused(method):
+    """LRP rules and PatternNet have no view of ConvTranspose's weight: the node is refused by name."""
+    x = normal((2, 2, 3, 3), 1)
+    nodes = [node("ConvTranspose", ["x", "W"], ["u"], name="up", strides=[2, 2]), node("Conv", ["u", "V"])]
+    model = one_op_model(nodes, x.shape, {"W": normal((2, 3, 2, 2), 2), "V": normal((2, 3, 1, 1), 3)},
+                         R=normal((2, 2, 6, 6), 3))
+    with pytest.raises(nnxplain.NnxplainError, match="no view of ConvTranspose's weight") as info:
+        patterns = fit(model, normal((8, 2, 3, 3), 4), progress=False) if method == "pattern.net" else None
+        nnxplain.compile(model, [method], patterns=patterns)
+    assert "'up'" in str(info.value)
+
+
+# -------------------------------------------------------------------- products of computed tensors
+
+
+def test_matmul_of_two_computed_tensors_broadcasting_batch_dims():
+    """Attention-like x[:, None] @ (x[:, None] * c)^T, [N, 1, 3, 4] @ [N, 2, 4, 3]: both operands
+    computed, the first broadcast over the second's head axis (its gradient summed back over it)."""
+    x = normal((2, 3, 4), 1)
+    c = normal((1, 2, 1, 1), 2)
+    nodes = [node("Unsqueeze", ["x", "one"], ["a"]), node("Mul", ["a", "c"], ["b"]),
+             node("Transpose", ["b"], ["bt"], perm=[0, 1, 3, 2]), node("MatMul", ["a", "bt"])]
+    consts = {"one": np.array([1], np.int64), "c": c}
+    check(nodes, x, consts, torch_reference(lambda t: t[:, None] @ (t[:, None] * T(c)).transpose(2, 3), x))
+
+
+def test_matmul_of_a_computed_matrix_without_batch_dims():
+    """x @ sum_batch(x)^T, [N, 3, 4] @ [4, 3]: the second operand, computed without a batch axis, is
+    broadcast over the batch (its gradient summed over it)."""
+    x = normal((2, 3, 4), 3)
+    nodes = [node("ReduceSum", ["x", "zero"], ["s"], keepdims=0), node("Transpose", ["s"], ["st"], perm=[1, 0]),
+             node("MatMul", ["x", "st"])]
+    check(nodes, x, {"zero": np.array([0], np.int64)}, torch_reference(lambda t: t @ t.sum(0).T, x))
+
+
+@pytest.mark.parametrize("gate", ["Sigmoid", "Tanh"])
+def test_mul_by_a_computed_gate(gate):
+    """Squeeze-and-excitation: x [N, C, H, W] times gate(mean over H, W) [N, C, 1, 1], a Mul of two
+    computed tensors, the gate broadcast over the positions."""
+    x = normal((2, 3, 4, 5), 4)
+    nodes = [node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=1), node(gate, ["m"], ["g"]),
+             node("Mul", ["x", "g"])]
+    fn = torch.sigmoid if gate == "Sigmoid" else torch.tanh
+    check(nodes, x, {}, torch_reference(lambda t: t * fn(t.mean((2, 3), keepdim=True)), x))
