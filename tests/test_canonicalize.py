@@ -236,3 +236,35 @@ def test_support_shows_why_a_batchnorm_stayed_unfolded(rng, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rewrites not applied:\n  node 'bn' (BatchNormalization): fold_batchnorm does not apply: the weight of node " \
            "'conv' (Conv) is shared with node 'other'\n" in out
+
+
+@pytest.mark.parametrize("batch", ["N", 2], ids=["dynamic batch: Reshape to Shape(x)", "static: to a constant"])
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_strip_output_softmax_through_the_opset_converters_flatten_and_reshape(op, batch, rng):
+    """An opset 11 Softmax over the axes from 1 on, of a 4-D tensor, becomes Flatten -> Softmax ->
+    Reshape when the model is upgraded to opset 17; all three go, and the output is the logits."""
+    inits = {"w": rng.normal(size=(3, 2, 1, 1)).astype(np.float32)}
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["z"]), helper.make_node(op, ["z"], ["y"], axis=1)],
+                       inits, [batch, 2, 3, 3], [batch, 3, 3, 3], opset=11)
+    upgraded = load(model)
+    assert [n.op_type for n in upgraded.graph.node if n.op_type != "Shape"] == ["Conv", "Flatten", op, "Reshape"]
+    canonical, skipped = skipped_by(model)
+    assert ops(canonical) == ["Conv"] and skipped == {}
+    assert canonical.graph.output[0].name == "y", "the output keeps its name"
+    x = rng.normal(size=(2, 2, 3, 3)).astype(np.float32)
+    logits = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], inits, [batch, 2, 3, 3], None)
+    assert relative_error(outputs(canonical, x)[0], outputs(logits, x)[0]) < 1e-5
+
+
+def test_strip_output_softmax_keeps_a_reshape_that_changes_the_shape(rng):
+    """Flatten -> Softmax -> Reshape to another shape than the Flatten's input: removing the three
+    would change the output's shape, so the Softmax stays and the reason names both nodes."""
+    inits = {"w": rng.normal(size=(3, 2, 1, 1)).astype(np.float32), "shape": np.array([2, 9, 3], np.int64)}
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["z"]), helper.make_node("Flatten", ["z"], ["f"], name="flat"),
+                        helper.make_node("Softmax", ["f"], ["p"], name="sm"),
+                        helper.make_node("Reshape", ["p", "shape"], ["y"], name="back")],
+                       inits, [2, 2, 3, 3], [2, 9, 3])
+    canonical, skipped = skipped_by(model)
+    assert "Softmax" in ops(canonical)
+    assert skipped == {("strip_output_softmax", "sm"): "the Reshape after it ('back') does not restore the shape of "
+                                                       "'z' that the Flatten before it ('flat') flattened"}
