@@ -385,3 +385,55 @@ def test_mul_by_a_computed_gate(gate):
              node("Mul", ["x", "g"])]
     fn = torch.sigmoid if gate == "Sigmoid" else torch.tanh
     check(nodes, x, {}, torch_reference(lambda t: t * fn(t.mean((2, 3), keepdim=True)), x))
+
+
+# ------------------------------------------------------------------------------------------ Einsum
+
+EINSUM_CASES = {  # equation: (x dims, the second operand: "x" computed from x, or a constant's dims)
+    "bhid,bhjd->bhij": ((2, 2, 3, 4), "x"),       # attention scores
+    "bhij,bhjd->bhid": ((2, 2, 3, 3), "x"),       # attention times values
+    "bij,bjk->bik": ((2, 3, 4), (2, 4, 5)),
+    "bij,bkj->bik": ((2, 3, 4), "x"),
+    "bi,ij->bj": ((2, 4), (4, 3)),
+    "bij,jk->bk": ((2, 3, 4), (4, 5)),            # i summed in the first operand only
+    "bij,bk->bjk": ((2, 3, 4), (2, 5)),           # i in the first operand only
+    "bi,bj->bij": ((2, 4), "x"),                  # outer product
+    "bij->bji": ((2, 3, 4), None),
+    "bij->b": ((2, 3, 4), None),
+    "bij,bjk": ((2, 3, 4), (2, 4, 5)),            # implicit output: "ik", summed over b
+}
+
+
+@pytest.mark.parametrize("equation", list(EINSUM_CASES))
+def test_einsum(equation):
+    """Einsum of one or two operands, the second computed from x too (a square of x, its indices
+    renamed) or a constant: torch.einsum."""
+    dims, second = EINSUM_CASES[equation]
+    x = normal(dims, len(equation))
+    consts, inputs = {}, ["x"]
+    nodes = []
+    if second == "x":
+        nodes.append(node("Mul", ["x", "x"], ["x2"]))  # the same dims as x, another function of it
+        inputs.append("x2")
+    elif second is not None:
+        consts["c"] = normal(second, 1)
+        inputs.append("c")
+    nodes.append(node("Einsum", inputs, equation=equation))
+
+    def reference(t):
+        operands = [t] + ([t * t] if second == "x" else [T(consts["c"])] if consts else [])
+        return torch.einsum(equation, *operands)
+    check(nodes, x, consts, torch_reference(reference, x), dynamic=(0,) if "b" in equation else ())
+
+
+@pytest.mark.parametrize("equation, dims", [("bii->bi", (2, 3, 3)), ("...ij,...jk->...ik", (2, 3, 3)),
+                                             ("bi,bi,bi->b", (2, 3))])
+def test_einsum_refused(equation, dims):
+    """An Einsum with a repeated index in one operand, an ellipsis or three operands is refused in one
+    line naming the equation."""
+    x = normal(dims, 1)
+    operands = ["x"] * (equation.split("->")[0].count(",") + 1)
+    out = {"bii->bi": (2, 3), "...ij,...jk->...ik": (2, 3, 3), "bi,bi,bi->b": (2,)}[equation]
+    with pytest.raises(nnxplain.UnsupportedError, match="Einsum equation") as info:
+        explain([node("Einsum", operands, name="attention", equation=equation)], x, {}, normal(out, 2))
+    assert "node 'attention' (Einsum)" in str(info.value) and equation in str(info.value)
