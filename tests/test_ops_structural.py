@@ -437,3 +437,48 @@ def test_einsum_refused(equation, dims):
     with pytest.raises(nnxplain.UnsupportedError, match="Einsum equation") as info:
         explain([node("Einsum", operands, name="attention", equation=equation)], x, {}, normal(out, 2))
     assert "node 'attention' (Einsum)" in str(info.value) and equation in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- under LRP
+
+
+def dense_after(nodes, x_dims, consts, features, dynamic=(0,)):
+    """`nodes` (x -> y) then Flatten, Gemm to 3 outputs: a model an LRP method explains."""
+    W = normal((features, 3), 9)
+    tail = [node("Flatten", ["y"], ["f"], name="flat"), node("Gemm", ["f", "W"], ["out"], name="dense")]
+    model = one_op_model(nodes + tail, x_dims, {**consts, "W": W}, R=None, dynamic=dynamic)
+    model.graph.output[0].name = "out"
+    return model
+
+
+NONLINEAR = {  # op: (its node, x dims, constants)
+    "LayerNormalization": (node("LayerNormalization", ["x", "s"], name="the_op"), (2, 3, 4), {"s": normal((4,), 1)}),
+    "Softmax": (node("Softmax", ["x"], name="the_op", axis=1), (2, 3, 4), {}),
+    "Einsum": (node("Einsum", ["x", "c"], name="the_op", equation="bij,jk->bik"), (2, 3, 4), {"c": normal((4, 4), 2)}),
+}
+
+
+@pytest.mark.parametrize("op", list(NONLINEAR))
+def test_lrp_refuses_the_nonlinear_ops(op):
+    """Normalizations, Softmax and Einsum are category "nonlinear": LRP methods refuse the node by
+    name (until a rule names the op), gradient methods explain it."""
+    the_node, dims, consts = NONLINEAR[op]
+    model = dense_after([the_node], dims, consts, int(np.prod(dims[1:])))
+    with pytest.raises(nnxplain.NnxplainError, match="the_op") as info:
+        nnxplain.compile(model, ["lrp.epsilon"])
+    assert op in str(info.value)
+    nnxplain.compile(model, ["gradient"])
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_lrp_z_through_resize_conserves_relevance(mode):
+    """Resize is proportional (a sum of its input's contributions with fixed weights): the z-rule
+    passes relevance through it conserved, as through average pooling."""
+    x = np.abs(normal((2, 2, 3, 3), 4)) + np.float32(0.1)
+    resize = node("Resize", ["x", "", "scales"], ["y"], name="up", mode=mode)
+    consts = {"scales": np.array([1, 1, 2, 2], np.float32)}
+    # a static batch: onnx infers no symbolic batch through Resize's scales (see the README)
+    model = dense_after([resize], x.shape, consts, 2 * 6 * 6, dynamic=())
+    compiled = nnxplain.compile(model, ["lrp.z"], neuron_selection="all")
+    out, relevance = session(compiled).run(None, {"x": x})
+    assert relative_error(relevance.sum(axis=(1, 2, 3)), out.sum(axis=1)) <= TOL
