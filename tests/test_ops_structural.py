@@ -270,6 +270,21 @@ def test_resize_as_torch_exports_it(scale, mode, align):
           torch_reference(lambda t: F.interpolate(t, scale_factor=scale, mode=mode, align_corners=align), x))
 
 
+@pytest.mark.parametrize("mode, transform, torch_mode", [("linear", "half_pixel", "bilinear"),
+                                                         ("nearest", "asymmetric", "nearest")])
+def test_resize_to_sizes_computed_from_the_dynamic_batch(mode, transform, torch_mode):
+    """F.interpolate(size=...) on a dynamic batch, as torch exports it: the sizes are computed at run
+    time (x's batch and channel dims, then constants); the output's static dims stand for them."""
+    x = normal((2, 3, 4, 5), 6)
+    nodes = [node("Shape", ["x"], ["s"]), node("Slice", ["s", "zero", "two"], ["nc"]),
+             node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+             node("Resize", ["x", "", "", "sizes"], mode=mode, coordinate_transformation_mode=transform,
+                  nearest_mode="floor")]
+    consts = {"zero": np.array([0], np.int64), "two": np.array([2], np.int64), "hw": np.array([7, 3], np.int64)}
+    align = False if torch_mode == "bilinear" else None
+    check(nodes, x, consts, torch_reference(lambda t: F.interpolate(t, size=(7, 3), mode=torch_mode, align_corners=align), x))
+
+
 @pytest.mark.parametrize("attrs, match", [(dict(mode="cubic"), "mode 'cubic'"),
                                           (dict(mode="linear", antialias=1), "antialias"),
                                           (dict(coordinate_transformation_mode="tf_crop_and_resize"), "tf_crop_and_resize")])

@@ -1,5 +1,6 @@
-"""Resize in modes nearest (every nearest_mode) and linear, with scales or sizes given as constants,
-on axes of static size: every supported coordinate_transformation_mode but tf_crop_and_resize.
+"""Resize in modes nearest (every nearest_mode) and linear, with scales or sizes given as constants
+(or sizes computed from x's own dims and constants, as torch exports F.interpolate(size=...) on a
+dynamic batch), on axes of static size: every coordinate_transformation_mode but tf_crop_and_resize.
 
 Both modes are linear in x and separable: along each resized axis the output is A @ x for an
 [out, in] interpolation matrix A (a 0/1 selection for nearest, two taps summing to 1 for linear),
@@ -33,8 +34,43 @@ def _constant(node, i):
     if t is None or not t.name:
         return None
     if not isinstance(t, gs.Constant):
-        raise ValueError(f"Resize with {['', 'roi', 'scales', 'sizes'][i]} computed at run time is not supported")
+        if i == 3 and _sizes_from_shapes(node) is not None:
+            return _sizes_from_shapes(node)
+        raise ValueError(f"Resize with {['', 'roi', 'scales', 'sizes'][i]} computed at run time is not supported "
+                         f"(sizes are where they are x's own dims and constants)")
     return t.values
+
+
+def _sizes_from_shapes(node):
+    """Sizes computed at run time from x's own dims and constants, as torch exports
+    F.interpolate(size=...) on a dynamic batch (Concat of Slice(Shape(x)) and a constant): the
+    sizes, x's dim itself (a symbol, maybe) where they copy it, or None where they are not that."""
+    x = node.inputs[0]
+    dims = shape(x)
+
+    def sizes_of(t):
+        if isinstance(t, gs.Constant):
+            return [int(v) for v in t.values.reshape(-1)]
+        source = t.inputs[0] if len(t.inputs) == 1 else None
+        if source is None or dims is None:
+            return None
+        if source.op == "Concat" and source.attrs.get("axis") in (0, -1):
+            pieces = [sizes_of(p) for p in source.inputs]
+            return None if None in pieces else [d for p in pieces for d in p]
+        if source.op == "Shape" and source.inputs[0] is x:
+            return list(dims[source.attrs.get("start", 0):source.attrs.get("end", len(dims))])
+        if source.op == "Slice":
+            whole, bounds = sizes_of(source.inputs[0]), source.inputs[1:]
+            if whole is None or not all(isinstance(b, gs.Constant) and b.values.size == 1 for b in bounds):
+                return None
+            start, end, *axis_and_step = (int(b.values.reshape(-1)[0]) for b in bounds)
+            if axis_and_step not in ([], [0], [-1], [0, 1], [-1, 1]):  # along its one axis, step 1
+                return None
+            return whole[start:end]  # Python's slice clamps as ONNX's does for step 1
+        return None
+
+    sizes = sizes_of(node.inputs[3])
+    return None if sizes is None or len(sizes) != len(dims or []) else np.array(sizes, dtype=object)
 
 
 def check(node, x_dims):
