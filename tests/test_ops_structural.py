@@ -346,13 +346,33 @@ def test_conv_transpose(c):
     check([node("ConvTranspose", ["x", *consts], **attrs)], x, consts, torch_reference(reference, x, c["seed"]))
 
 
-def test_conv_transpose_same_padding_is_refused():
-    """auto_pad SAME_* on ConvTranspose (pads chosen by the engine) is refused by name."""
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER"])
+@pytest.mark.parametrize("k, s, d, size", [([3, 2], [2, 2], [1, 1], [3, 4]), ([4, 3], [2, 3], [1, 2], [3, 2]),
+                                           ([2, 2], [1, 1], [1, 1], [3, 3])])
+def test_conv_transpose_same_padding(mode, k, s, d, size):
+    """auto_pad SAME_*: the output is the input times the stride, the total padding split as the
+    specification says (the odd one at the end for SAME_UPPER, at the beginning for SAME_LOWER)."""
+    x, W = normal([2, 2] + size, 1), normal([2, 3] + k, 2)
+    begin, end = [], []
+    for n, k_, s_, d_ in zip(size, k, s, d):
+        total = s_ * (n - 1) + (k_ - 1) * d_ + 1 - n * s_
+        small, large = total // 2, total - total // 2
+        begin.append(small if mode == "SAME_UPPER" else large)
+        end.append(large if mode == "SAME_UPPER" else small)
+
+    def reference(t):
+        full = F.conv_transpose2d(t, T(W), stride=s, dilation=d)
+        return full[(..., *[slice(b, n - e) for b, e, n in zip(begin, end, full.shape[2:])])]
+    conv_t = node("ConvTranspose", ["x", "W"], auto_pad=mode, strides=s, dilations=d, kernel_shape=k)
+    check([conv_t], x, {"W": W}, torch_reference(reference, x))
+
+
+def test_conv_transpose_output_shape_is_refused():
+    """output_shape (pads chosen by the engine from it) is refused by name."""
     x = normal((2, 2, 3, 3), 1)
-    W = normal((2, 3, 3, 3), 2)
-    conv_t = node("ConvTranspose", ["x", "W"], name="up", auto_pad="SAME_UPPER", strides=[2, 2])
-    with pytest.raises(nnxplain.UnsupportedError, match=r"node 'up' \(ConvTranspose\): auto_pad SAME_UPPER"):
-        explain([conv_t], x, {"W": W}, normal((2, 3, 6, 6), 3))
+    conv_t = node("ConvTranspose", ["x", "W"], name="up", output_shape=[7, 7], strides=[2, 2])
+    with pytest.raises(nnxplain.UnsupportedError, match=r"node 'up' \(ConvTranspose\): output_shape is not supported"):
+        explain([conv_t], x, {"W": normal((2, 3, 3, 3), 2)}, normal((2, 3, 7, 7), 3))
 
 
 @pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.alpha_1_beta_0", "pattern.net"])
