@@ -1,8 +1,11 @@
 """GroupNormalization: the channels of x [N, C, D1, ...] are split into num_groups groups, each
-sample's group standardized over its channels and positions, then scaled and shifted per channel.
-The scale and bias are per channel (opset 21; the onnx checker refuses
-opset 18's version, deprecated for giving them per group, so load refuses such a model). Category "nonlinear", like LayerNormalization (see its record); the scale
-and bias must be constants (they are weights)."""
+sample's group standardized over its channels and positions, then scaled and shifted per channel
+(opset 21; the onnx checker refuses opset 18's version, deprecated for giving them per group).
+Category "nonlinear", like LayerNormalization (see its record); the scale and bias must be
+constants (they are weights).
+
+onnx 1.23's shape inference gives the op's output no type, so nnxplain's load refuses a model that
+holds one today; tests/test_ops_structural.py checks this gradient through the record itself."""
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
