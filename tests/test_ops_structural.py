@@ -20,7 +20,7 @@ from nnxplain.emitter import Emitter
 from nnxplain.ops import RECORDS
 from nnxplain.patterns import fit
 from nnxplain.runtime import session
-from conftest import relative_error
+from conftest import lrp_methods, relative_error, required_params
 from test_ops import TOL,  OPSET, Reference, T, case_id, check, explain, node, normal, one_op_model, torch_reference
 
 # ------------------------------------------------------------------------------ normalizations
@@ -375,17 +375,48 @@ def test_conv_transpose_output_shape_is_refused():
         explain([conv_t], x, {"W": normal((2, 3, 3, 3), 2)}, normal((2, 3, 7, 7), 3))
 
 
-@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.alpha_1_beta_0", "pattern.net"])
-def test_conv_transpose_under_lrp_and_patternnet_is_refused(method):
-    """LRP rules and PatternNet have no view of ConvTranspose's weight: the node is refused by name."""
-    x = normal((2, 2, 3, 3), 1)
-    nodes = [node("ConvTranspose", ["x", "W"], ["u"], name="up", strides=[2, 2]), node("Conv", ["u", "V"])]
-    model = one_op_model(nodes, x.shape, {"W": normal((2, 3, 2, 2), 2), "V": normal((2, 3, 1, 1), 3)},
-                         R=normal((2, 2, 6, 6), 3))
-    with pytest.raises(nnxplain.NnxplainError, match="no view of ConvTranspose's weight") as info:
-        patterns = fit(model, normal((8, 2, 3, 3), 4), progress=False) if method == "pattern.net" else None
-        nnxplain.compile(model, [method], patterns=patterns)
-    assert "'up'" in str(info.value)
+def upsampling(layer: str, W, b, stride=1):
+    """x [N, 2, 4, 4] -> `layer` (ConvTranspose with weight W [2, 3, 3, 3], pads begin and end apart,
+    or the Conv that computes the same at stride 1) -> times a random R: the explained output."""
+    if layer == "ConvTranspose":
+        up = node("ConvTranspose", ["x", "W", "b"], name="up", strides=[stride] * 2, pads=[1, 0, 0, 1])
+    else:  # ConvTranspose at stride 1 is the Conv with the weight's channels swapped, its taps flipped
+        W = np.ascontiguousarray(np.flip(W.transpose(1, 0, 2, 3), (2, 3)))
+        up = node("Conv", ["x", "W", "b"], name="up", pads=[2 - 1, 2 - 0, 2 - 0, 2 - 1])
+    side = (4 - 1) * stride + 3 - 1
+    return one_op_model([up], (2, 2, 4, 4), {"W": W, "b": b}, R=normal((2, 3, side, side), 8))
+
+
+@pytest.mark.parametrize("method", lrp_methods())
+def test_lrp_through_conv_transpose_equals_through_the_same_conv(method):
+    """Every LRP and Deep Taylor method gives a stride-1 ConvTranspose the relevance it gives the Conv
+    that computes the same (the rules modify weights elementwise and use the op's own transpose)."""
+    x = normal((2, 2, 4, 4), 5)
+    W, b = normal((2, 3, 3, 3), 6), normal((3,), 7) * np.float32(0.1)
+    compiled = (nnxplain.compile(upsampling(layer, W, b), [method], neuron_selection="all",
+                                 params=required_params(method)) for layer in ("ConvTranspose", "Conv"))
+    through, expected = (session(model).run([method], {"x": x})[0] for model in compiled)
+    assert np.abs(expected).max() > 0
+    assert relative_error(through, expected) <= TOL
+
+
+def test_lrp_z_through_a_strided_conv_transpose_is_input_times_gradient():
+    """LRP-z on a bias-free linear layer is input x gradient: on a strided ConvTranspose (begin and end
+    pads apart) too."""
+    x = normal((2, 2, 4, 4), 5)
+    model = upsampling("ConvTranspose", normal((2, 3, 3, 3), 6), np.zeros(3, np.float32), stride=2)
+    relevance, input_times_gradient = session(nnxplain.compile(model, ["lrp.z", "input_t_gradient"])).run(
+        ["lrp.z", "input_t_gradient"], {"x": x})
+    assert relative_error(relevance, input_times_gradient) <= TOL
+
+
+def test_patternnet_refuses_conv_transpose():
+    """PatternNet has no rows of ConvTranspose's weight: the node is refused by name."""
+    nodes = [node("ConvTranspose", ["x", "W"], ["u"], name="up", strides=[2, 2]), node("Conv", ["u", "V"], ["y"])]
+    model = dense_after(nodes, (2, 2, 3, 3), {"W": normal((2, 3, 2, 2), 2), "V": normal((2, 3, 1, 1), 3)}, 2 * 6 * 6)
+    patterns = fit(model, normal((8, 2, 3, 3), 4), progress=False)
+    with pytest.raises(nnxplain.NnxplainError, match="node 'up' \\(ConvTranspose\\) has no pattern: PatternNet has no rows"):
+        nnxplain.compile(model, ["pattern.net"], patterns=patterns)
 
 
 # -------------------------------------------------------------------- products of computed tensors
@@ -479,9 +510,8 @@ def test_einsum_refused(equation, dims):
 
 def dense_after(nodes, x_dims, consts, features, dynamic=(0,)):
     """`nodes` (x -> y) then Flatten, Gemm to 3 outputs: a model an LRP method explains."""
-    W = normal((features, 3), 9)
-    tail = [node("Flatten", ["y"], ["f"], name="flat"), node("Gemm", ["f", "W"], ["out"], name="dense")]
-    model = one_op_model(nodes + tail, x_dims, {**consts, "W": W}, R=None, dynamic=dynamic)
+    tail = [node("Flatten", ["y"], ["f"], name="flat"), node("Gemm", ["f", "W_dense"], ["out"], name="dense")]
+    model = one_op_model(nodes + tail, x_dims, {**consts, "W_dense": normal((features, 3), 9)}, R=None, dynamic=dynamic)
     model.graph.output[0].name = "out"
     return model
 

@@ -7,8 +7,9 @@ go negative).
 auto_pad SAME_* pads split the total as the specification says for ConvTranspose (ONNX Runtime
 follows it; explicit_pads, whose split is Conv's, leaves ConvTranspose alone), needing the spatial
 dims when the graph is compiled. A node with output_shape is refused.
-LRP rules and PatternNet have no view of its [C_in, C_out / group, *k] weight yet
-(nnxplain.layer.LinearLayer refuses it), so they refuse the node; gradient methods apply.
+The LRP rules apply (they modify the weight elementwise and run this forward and transpose);
+PatternNet has no rows of its [C_in, C_out / group, *k] weight yet and refuses the node, and a
+BatchNormalization after it is not folded into it.
 """
 from __future__ import annotations
 
