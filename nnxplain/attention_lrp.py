@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 
 from .emitter import shape
 from .ops import VJP, having
+from .ops._normalize import mean, standardized
 from .params import Spec, number
 from .rule_registry import register
 
@@ -79,12 +80,10 @@ def constant_std(e, node, dy):
     std = sqrt(var(x) + epsilon) held constant: dx = (g - mean(g)) / std, g = dy * scale."""
     x, scale = node.inputs[0], node.inputs[1]
     rank = len(shape(x))
-    axes = e.ints(list(range(node.attrs.get("axis", -1) % rank, rank)))
-    centred = e.Sub(x, e.ReduceMean(x, axes, keepdims=1))
-    variance = e.ReduceMean(e.Mul(centred, centred), axes, keepdims=1)
-    std = e.Sqrt(e.Add(variance, np.array(node.attrs.get("epsilon", 1e-5), np.float32)))
+    axes = list(range(node.attrs.get("axis", -1) % rank, rank))
+    _, inverse_std = standardized(e, x, axes, node.attrs.get("epsilon", 1e-5))
     g = e.Mul(dy, scale)
-    return [e.Div(e.Sub(g, e.ReduceMean(g, axes, keepdims=1)), std)] + [None] * (len(node.inputs) - 1)
+    return [e.Mul(e.Sub(g, mean(e, g, axes, g)), inverse_std)] + [None] * (len(node.inputs) - 1)
 
 
 @register("stop", None, "no relevance passes (CP-LRP: the attention weights are constants)")

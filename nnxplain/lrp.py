@@ -35,7 +35,7 @@ import onnx_graphsurgeon as gs
 
 from .emitter import FLOAT
 from . import ops
-from .attention_lrp import self_gated
+from .attention_lrp import NORMALIZATIONS, constant_std, self_gated
 from .layer import CHANNELS_FIRST, LinearLayer
 from .ops import LINEAR, VJP, having
 from .params import flag, number, numbers
@@ -265,13 +265,15 @@ def positive_part(p, sign):
 
 
 def _proportional(e, node, dy, stabilizer, live: list[int] | None = None):
-    """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output).
+    """R_i = x_i * vjp(R / z)_i for an op linear in its computed inputs (z is the node's output); a
+    normalization is linear that way with its standard deviation held constant (AttnLRP, CP-LRP).
     `live`: the indices of the inputs that depend on the explained input (default: all non-constants)."""
     live = [i for i, t in enumerate(node.inputs) if not isinstance(t, gs.Constant)] if live is None else live
     if node.op in ("Mul", "Div") and (len(live) != 1 or (node.op == "Div" and live != [0])):
         raise ValueError(f"the z-rule on {node.op} needs one computed operand and a constant "
                          f"(a scale), found {len(live)} computed operands")
-    grads = VJP[node.op](e, node, e.Div(dy, stabilized(e, node.outputs[0], stabilizer)))
+    vjp = constant_std if node.op in NORMALIZATIONS else VJP[node.op]  # linear for relevance, its std constant
+    grads = vjp(e, node, e.Div(dy, stabilized(e, node.outputs[0], stabilizer)))
     return [e.Mul(node.inputs[i], g) if i in live and g is not None else None for i, g in enumerate(grads)]
 
 
@@ -279,7 +281,7 @@ IGNORE_BIAS = {"ignore_bias": flag(False)}  # iNNvestigate's _IB methods: the bi
 ZERO_WHERE_ZERO = ("zero_where_zero",)      # lets a rule read z off the ReLU after the layer (relu_after)
 
 
-@register("z", LINEAR_OPS | PROPORTIONAL_OPS, "LRP-z: relevance in proportion to the contributions x_i w_ij",
+@register("z", LINEAR_OPS | PROPORTIONAL_OPS | NORMALIZATIONS, "LRP-z: relevance in proportion to the contributions x_i w_ij",
           params=IGNORE_BIAS, needs=ZERO_WHERE_ZERO, times_input=True)
 def lrp_z(e, node, dy, ignore_bias, zero_where_zero):
     """LRP-z (LRP-0): R_i = x_i w_ij / z_j R_j; `ignore_bias` drops b from z (iNNvestigate's _IB)."""
@@ -288,7 +290,7 @@ def lrp_z(e, node, dy, ignore_bias, zero_where_zero):
     return basic(e, node, dy, "z", bias=not ignore_bias, zero_where_zero=zero_where_zero)
 
 
-@register("epsilon", LINEAR_OPS | PROPORTIONAL_OPS, "LRP-epsilon: z + epsilon * sign(z) absorbs weak relevance",
+@register("epsilon", LINEAR_OPS | PROPORTIONAL_OPS | NORMALIZATIONS, "LRP-epsilon: z + epsilon * sign(z) absorbs weak relevance",
           params={"epsilon": number(1e-7, lambda v: v >= 0, "a finite number >= 0 (0: the z-rule with its safe division)"),
                   **IGNORE_BIAS}, needs=ZERO_WHERE_ZERO, times_input=True)
 def lrp_epsilon(e, node, dy, epsilon, ignore_bias, zero_where_zero):

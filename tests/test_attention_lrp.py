@@ -184,3 +184,22 @@ def test_lrp_passes_a_self_gated_activations_relevance_to_its_input(weights):
     z = a
     expected = x64 * ((R / (z + epsilon * np.where(z >= 0, 1.0, -1.0))) @ W1_.T)
     assert relative_error(explain(model, "lrp.epsilon", x), expected) < TOL
+
+
+@pytest.mark.parametrize("method", ["attn_lrp", "cp_lrp", "lrp.z"])
+def test_layer_normalization_is_linear_for_relevance_with_its_std_held_constant(weights, method):
+    """h = LayerNorm(a) with scale and bias: R_a = a * (g - mean(g)) / std, g = scale * R_h / h (the
+    z-rule through the map a -> (a - mean(a)) / std * scale + bias, std a constant; the bias absorbs)."""
+    x, W1, _ = weights
+    rng = np.random.default_rng(4)
+    scale, bias = rng.normal(size=N_HID).astype(np.float32), rng.normal(size=N_HID).astype(np.float32) * 0.1
+    model, V = build([oh.make_node("MatMul", ["x", "W1"], ["a"]),
+                      oh.make_node("LayerNormalization", ["a", "scale", "bias"], ["h"], axis=-1, epsilon=1e-5)],
+                     {"W1": W1, "scale": scale, "bias": bias})
+    x64, W1_ = x.astype(np.float64), W1.astype(np.float64)
+    a = x64 @ W1_
+    std = np.sqrt(a.var(1, keepdims=True) + 1e-5)
+    h = (a - a.mean(1, keepdims=True)) / std * scale + bias
+    g = scale * head_relevance(h, V) / h
+    R_a = a * (g - g.mean(1, keepdims=True)) / std
+    assert relative_error(explain(model, method, x), z_rule(x64, W1_, R_a)) < TOL
