@@ -18,15 +18,15 @@ import onnx_graphsurgeon as gs
 from .errors import NnxplainError
 from .load import IR_VERSION, first_line, infer_shapes, load
 from .rewrites import Skipped, apply
-from .rewrites import (batchnorm_to_affine, drop_passthrough, explicit_pads, fold_batchnorm, matmul_add_to_gemm,
-                       strip_output_softmax)
+from .rewrites import (batchnorm_to_affine, drop_passthrough, explicit_pads, fold_batchnorm, fuse_layer_norm,
+                       matmul_add_to_gemm, strip_output_softmax)
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # graphsurgeon warns about optional extras
 
 
 # In this order: BatchNormalization folds into a MatMul before the MatMul and an Add become a Gemm.
-REWRITES = [module.REWRITE for module in (drop_passthrough, fold_batchnorm, batchnorm_to_affine, matmul_add_to_gemm,
-                                          strip_output_softmax, explicit_pads)]
+REWRITES = [module.REWRITE for module in (drop_passthrough, fuse_layer_norm, fold_batchnorm, batchnorm_to_affine,
+                                          matmul_add_to_gemm, strip_output_softmax, explicit_pads)]
 
 
 def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False,

@@ -1,4 +1,4 @@
-"""One view of a linear layer's weights (Conv of any rank, Gemm, MatMul with a constant weight), shared
+"""One view of a linear layer's weights (Conv of any rank, ConvTranspose, Gemm, MatMul with a constant weight), shared
 by the LRP rules and PatternNet: where the weight and bias are among the node's inputs, how Gemm's
 alpha, beta and transB change what they mean, and the weight as [K, D] rows (one per output neuron,
 what multiplies an input patch) and back."""
@@ -8,6 +8,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .ops import LINEAR
+
+
+# Linear ops whose weight this view has no rows of (one per output neuron): PatternNet and
+# BatchNormalization folding leave them out; the LRP rules, which modify the weight elementwise and run
+# the op's own forward and transpose, need no rows.
+NO_ROWS = {"ConvTranspose": "PatternNet has no rows (one per output neuron) of ConvTranspose's weight "
+                            "([C_in, C_out / group, *kernel]) yet"}
+CHANNELS_FIRST = ("Conv", "ConvTranspose")  # activations [N, C, ...], a bias per channel
 
 
 class LinearLayer:
@@ -29,7 +37,7 @@ class LinearLayer:
         self.alpha = float(node.attrs.get("alpha", 1.0)) if gemm else 1.0
         self.beta = float(node.attrs.get("beta", 1.0)) if gemm else 1.0
         self.trans_b = bool(gemm and node.attrs.get("transB", 0))
-        self.groups = int(node.attrs.get("group", 1)) if node.op == "Conv" else 1
+        self.groups = int(node.attrs.get("group", 1)) if node.op in CHANNELS_FIRST else 1
 
     @staticmethod
     def of(node: gs.Node) -> "LinearLayer | None":
@@ -47,10 +55,14 @@ class LinearLayer:
         """The channels (features) of the activation input the weight reads."""
         if self.node.op == "Conv":
             return self.weight.shape[1] * self.groups
+        if self.node.op == "ConvTranspose":  # [C_in, C_out / group, *kernel]
+            return self.weight.shape[0]
         return self.weight.shape[1] if self.out_in_layout() else self.weight.shape[0]
 
     def rows(self) -> np.ndarray:
         """[K, D]: w_k, what multiplies an input patch for output neuron k (Gemm's alpha included)."""
+        if self.node.op in NO_ROWS:
+            raise ValueError(f"node '{self.node.name}' ({self.node.op}): {NO_ROWS[self.node.op]}")
         if self.node.op == "Conv":
             return self.weight.reshape(self.weight.shape[0], -1)
         return (self.weight if self.trans_b else self.weight.T) * self.alpha

@@ -35,7 +35,7 @@ import onnx_graphsurgeon as gs
 
 from .emitter import FLOAT
 from . import ops
-from .layer import LinearLayer
+from .layer import CHANNELS_FIRST, LinearLayer
 from .ops import LINEAR, VJP, having
 from .params import flag, number, numbers
 from .rule_registry import RULES, register
@@ -119,20 +119,22 @@ class Layer(LinearLayer):
         """b as the forward adds it to the output (Gemm: times beta; Conv: per channel)."""
         if self.node.op == "Gemm":
             return e.const((self.beta * b).astype(FLOAT))
-        rank = len(self.node.outputs[0].shape or []) or (self.w.ndim if self.node.op == "Conv" else 2)
-        return e.const(b.reshape([-1] + [1] * (rank - 2)).astype(FLOAT) if self.node.op == "Conv" else b.astype(FLOAT))
+        channels_first = self.node.op in CHANNELS_FIRST
+        rank = len(self.node.outputs[0].shape or []) or (self.w.ndim if channels_first else 2)
+        return e.const(b.reshape([-1] + [1] * (rank - 2)).astype(FLOAT) if channels_first else b.astype(FLOAT))
 
     def transpose(self, e, s, w):
         return self.lin.transpose(e, self.node, s, self.const(e, w))
 
     def channel_axis(self) -> int:
-        return 1 if self.node.op == "Conv" else -1
+        return 1 if self.node.op in CHANNELS_FIRST else -1
 
     def stacked_transpose(self, e, signals: list, blocks: list[list[np.ndarray]]):
         """Several transposes in one pass of the layer: out_j = sum_i transpose(signals[i], blocks[i][j]),
         as one transpose of the signals concatenated along the channel axis with the block weight.
         None where the layer cannot be stacked (grouped Conv, a weight that is not a matrix)."""
-        if (self.node.op == "Conv" and self.node.attrs.get("group", 1) != 1) or (self.node.op != "Conv" and self.w.ndim != 2) \
+        if self.node.op == "ConvTranspose" or (self.node.op == "Conv" and self.node.attrs.get("group", 1) != 1) \
+                or (self.node.op != "Conv" and self.w.ndim != 2) \
                 or (self.node.op == "Gemm" and self.node.attrs.get("transA", 0)):
             return None
         if self.out_in_layout():
@@ -155,7 +157,7 @@ class Layer(LinearLayer):
                              f"layer has {channels} input channels")
         if self.node.op == "Gemm" and self.node.attrs.get("transA", 0):
             raise ValueError(f"rule '{self.rule}': per-channel {name} needs a Gemm without transA")
-        rank = len(self.weight.shape) if self.node.op == "Conv" else 1  # channels: axis 1 (Conv), last (Gemm, MatMul)
+        rank = len(self.weight.shape) if self.node.op in CHANNELS_FIRST else 1  # channels: axis 1 (Conv), last (Gemm, MatMul)
         per_channel = np.array(value, FLOAT).reshape([-1] + [1] * (rank - 2))
         return e.Expand(e.const(per_channel), e.shape_of(self.x))
 

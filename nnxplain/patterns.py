@@ -39,7 +39,7 @@ from .canonicalize import canonical_graph
 from .emitter import FLOAT, Emitter, shape, static_dims
 from .errors import NnxplainError, NnxplainWarning
 from .load import IR_VERSION
-from .layer import LinearLayer
+from .layer import NO_ROWS, LinearLayer
 from .ops import LINEAR
 
 PATTERN_TYPES = ("linear", "relu", "relu.negative")
@@ -73,7 +73,7 @@ def layer_key(node: gs.Node) -> str:
 
 def linear_layers(graph: gs.Graph) -> list[Layer]:
     """The layers that get patterns: every node with a linear adapter and a constant weight."""
-    views = [LinearLayer.of(node) for node in graph.nodes]
+    views = [LinearLayer.of(node) for node in graph.nodes if node.op not in NO_ROWS]
     return [Layer(layer_key(v.node), v.node, v.weight, v.rows(), v.groups) for v in views if v is not None]
 
 
@@ -515,5 +515,6 @@ class BoundPatterns:
     def weight(self, node: gs.Node, mode: str) -> np.ndarray:
         layer = self.layers.get(layer_key(node))
         if layer is None:
-            raise NnxplainError(f"node '{node.name}' ({node.op}) has no pattern: its weight is not a constant")
+            why = NO_ROWS.get(node.op, "its weight is not a constant")
+            raise NnxplainError(f"node '{node.name}' ({node.op}) has no pattern: {why}")
         return self.patterns.weight_for(layer, mode)

@@ -50,6 +50,8 @@ _MIDDLE_DEFAULTS = {
     "Clip": {1: lambda node, dtype, consts: np.array(np.finfo(dtype).min, dtype),
              2: lambda node, dtype, consts: np.array(np.finfo(dtype).max, dtype)},
     "Pad": {2: lambda node, dtype, consts: np.array(0, dtype)},
+    "Resize": {1: lambda node, dtype, consts: np.zeros(0, np.float32),   # roi: tf_crop_and_resize only
+               2: lambda node, dtype, consts: np.zeros(0, np.float32)},  # scales, where sizes are given
     "Slice": {3: lambda node, dtype, consts: np.arange(len(consts[node.input[1]]), dtype=np.int64),
               4: lambda node, dtype, consts: np.ones(len(consts[node.input[1]]), dtype=np.int64)},
     # an empty roi / scales tensor is the spelling of "not given" that Resize has had since opset 11

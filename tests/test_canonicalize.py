@@ -236,3 +236,86 @@ def test_support_shows_why_a_batchnorm_stayed_unfolded(rng, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rewrites not applied:\n  node 'bn' (BatchNormalization): fold_batchnorm does not apply: the weight of node " \
            "'conv' (Conv) is shared with node 'other'\n" in out
+
+
+@pytest.mark.parametrize("batch", ["N", 2], ids=["dynamic batch: Reshape to Shape(x)", "static: to a constant"])
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_strip_output_softmax_through_the_opset_converters_flatten_and_reshape(op, batch, rng):
+    """An opset 11 Softmax over the axes from 1 on, of a 4-D tensor, becomes Flatten -> Softmax ->
+    Reshape when the model is upgraded to opset 17; all three go, and the output is the logits."""
+    inits = {"w": rng.normal(size=(3, 2, 1, 1)).astype(np.float32)}
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["z"]), helper.make_node(op, ["z"], ["y"], axis=1)],
+                       inits, [batch, 2, 3, 3], [batch, 3, 3, 3], opset=11)
+    upgraded = load(model)
+    assert [n.op_type for n in upgraded.graph.node if n.op_type != "Shape"] == ["Conv", "Flatten", op, "Reshape"]
+    canonical, skipped = skipped_by(model)
+    assert ops(canonical) == ["Conv"] and skipped == {}
+    assert canonical.graph.output[0].name == "y", "the output keeps its name"
+    x = rng.normal(size=(2, 2, 3, 3)).astype(np.float32)
+    logits = make_model([helper.make_node("Conv", ["x", "w"], ["y"])], inits, [batch, 2, 3, 3], None)
+    assert relative_error(outputs(canonical, x)[0], outputs(logits, x)[0]) < 1e-5
+
+
+def test_strip_output_softmax_keeps_a_reshape_that_changes_the_shape(rng):
+    """Flatten -> Softmax -> Reshape to another shape than the Flatten's input: removing the three
+    would change the output's shape, so the Softmax stays and the reason names both nodes."""
+    inits = {"w": rng.normal(size=(3, 2, 1, 1)).astype(np.float32), "shape": np.array([2, 9, 3], np.int64)}
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["z"]), helper.make_node("Flatten", ["z"], ["f"], name="flat"),
+                        helper.make_node("Softmax", ["f"], ["p"], name="sm"),
+                        helper.make_node("Reshape", ["p", "shape"], ["y"], name="back")],
+                       inits, [2, 2, 3, 3], [2, 9, 3])
+    canonical, skipped = skipped_by(model)
+    assert "Softmax" in ops(canonical)
+    assert skipped == {("strip_output_softmax", "sm"): "the Reshape after it ('back') does not restore the shape of "
+                                                       "'z' that the Flatten before it ('flat') flattened"}
+
+
+def decomposed_layer_norm(rng, opset=17, exponent=2.0, axes=(-1,), affine=True, x_shape=("N", 3, 6), extra=()):
+    """x -> the steps of a LayerNormalization over `axes` as exporters before opset 17 write them
+    (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul scale, Add bias) -> y. Opset 18 gives
+    ReduceMean's axes as an input. `extra`: more nodes (reading the steps' outputs)."""
+    normalized = [x_shape[a] for a in axes]
+    inits = {"two": np.array(exponent, np.float32), "eps": np.array(1e-5, np.float32),
+             "scale": rng.normal(size=normalized).astype(np.float32), "bias": rng.normal(size=normalized).astype(np.float32)}
+    if opset >= 18:
+        inits["axes"] = np.array(axes, np.int64)
+        reduce = lambda i, o, name: helper.make_node("ReduceMean", [i, "axes"], [o], name=name)  # noqa: E731
+    else:
+        reduce = lambda i, o, name: helper.make_node("ReduceMean", [i], [o], name=name, axes=list(axes))  # noqa: E731
+    nodes = [reduce("x", "mu", "mean"), helper.make_node("Sub", ["x", "mu"], ["d"], name="sub"),
+             helper.make_node("Pow", ["d", "two"], ["d2"], name="square"), reduce("d2", "var", "variance"),
+             helper.make_node("Add", ["var", "eps"], ["ve"], name="plus_eps"), helper.make_node("Sqrt", ["ve"], ["std"], name="sqrt"),
+             helper.make_node("Div", ["d", "std"], ["n" if affine else "y"], name="div")]
+    if affine:
+        nodes += [helper.make_node("Mul", ["n", "scale"], ["s"], name="times_scale"),
+                  helper.make_node("Add", ["s", "bias"], ["y"], name="plus_bias")]
+    model = make_model(nodes + list(extra), inits, list(x_shape), None, opset=opset)
+    model.graph.output.extend(helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for n in extra for o in n.output)
+    return model
+
+
+@pytest.mark.parametrize("opset, axes, affine", [(17, (-1,), True), (18, (-1,), True), (17, (1, 2), True),
+                                                 (18, (2,), False)])
+def test_decomposed_layer_norm_becomes_one_node(opset, axes, affine, rng):
+    """The decomposed LayerNormalization of older exports (ReduceMean axes as attribute or input,
+    over the last axis or the last two, with or without scale and bias) becomes one
+    LayerNormalization node, and the model computes what it did."""
+    model = decomposed_layer_norm(rng, opset, axes=axes, affine=affine)
+    canonical, skipped = skipped_by(model)
+    assert ops(canonical) == ["LayerNormalization"] and skipped == {}
+    x = (rng.normal(size=(4, 3, 6)) * 3 + 1).astype(np.float32)
+    assert relative_error(outputs(canonical, x)[0], outputs(model, x)[0]) < 1e-5
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(exponent=3.0), "node 'square' (Pow) does not square (its exponent is not the constant 2)"),
+    (dict(axes=(1,), affine=False), "the ReduceMeans reduce axes [1], not the trailing axes of the rank-3 input"),
+    (dict(extra=[helper.make_node("Relu", ["mu"], ["r"], name="reads_the_mean")]),  # an output: not cleaned up
+     "'mu' (of node 'mean', ReduceMean) is also read by node 'reads_the_mean' (Relu)"),
+])
+def test_near_miss_layer_norm_stays_and_says_why(change, reason, rng):
+    """A Div by a Sqrt that is almost a LayerNormalization stays as it is, with the step that differs."""
+    model = decomposed_layer_norm(rng, **change)
+    canonical, skipped = skipped_by(model)
+    assert "LayerNormalization" not in ops(canonical)
+    assert skipped == {("fuse_layer_norm", "div"): reason}

@@ -929,7 +929,7 @@ def test_one_module_per_op_and_every_op_set_from_the_records():
     differentiable = {name for name, r in ops.RECORDS.items() if r.vjp is not None}
     assert backward.NOT_DIFFERENTIABLE == set(ops.RECORDS) - differentiable
     assert propagation.ACTIVATIONS == {n for n, r in ops.RECORDS.items() if r.category == "activation"} <= lrp.PASS_OPS
-    assert lrp.LINEAR_OPS == set(ops.LINEAR) == {"Conv", "Gemm", "MatMul"}
+    assert lrp.LINEAR_OPS == set(ops.LINEAR) == {"Conv", "ConvTranspose", "Gemm", "MatMul"}
     for members in [lrp.PASS_OPS, lrp.PROPORTIONAL_OPS, lrp.ROUTING, *GROUPS.values()]:
         assert members <= differentiable
     assert {"Softplus", "Elu", "Mish"} <= GROUPS["activation"]

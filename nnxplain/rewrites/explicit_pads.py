@@ -1,5 +1,6 @@
 """auto_pad SAME_UPPER / SAME_LOWER / VALID become explicit pads. It must apply (the gradients read
-explicit pads), and SAME needs the spatial dims known when the model is compiled."""
+explicit pads), and SAME needs the spatial dims known when the model is compiled. Not ConvTranspose,
+whose SAME pads follow other rules (its record refuses auto_pad SAME_*)."""
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
@@ -9,7 +10,7 @@ from . import Reason, Rewrite
 
 
 def matches(graph: gs.Graph, node: gs.Node) -> bool:
-    return node.op in with_attribute("auto_pad") and node.attrs.get("auto_pad", "NOTSET") != "NOTSET"
+    return node.op in with_attribute("auto_pad") - {"ConvTranspose"} and node.attrs.get("auto_pad", "NOTSET") != "NOTSET"
 
 
 def check(graph: gs.Graph, node: gs.Node):

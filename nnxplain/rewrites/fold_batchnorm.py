@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..layer import LinearLayer
+from ..layer import NO_ROWS, LinearLayer
 from ..ops import having
 from . import Reason, Rewrite, is_output, only_user, producer, set_tensors
 
-LAYERS = having(category="linear")  # Conv, Gemm, MatMul
+LAYERS = having(category="linear") - set(NO_ROWS)  # Conv, Gemm, MatMul: the layers whose weight rows are known
 
 
 def affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | Reason:
