@@ -54,9 +54,6 @@ _MIDDLE_DEFAULTS = {
                2: lambda node, dtype, consts: np.zeros(0, np.float32)},  # scales, where sizes are given
     "Slice": {3: lambda node, dtype, consts: np.arange(len(consts[node.input[1]]), dtype=np.int64),
               4: lambda node, dtype, consts: np.ones(len(consts[node.input[1]]), dtype=np.int64)},
-    # an empty roi / scales tensor is the spelling of "not given" that Resize has had since opset 11
-    "Resize": {1: lambda node, dtype, consts: np.zeros(0, np.float32),
-               2: lambda node, dtype, consts: np.zeros(0, np.float32)},
 }
 # op -> input indices that must be 0-D (the operator also accepts a one-element 1-D tensor there)
 SCALAR_INPUTS = {"OneHot": (1,), "Pad": (2,), "Clip": (1, 2)}
