@@ -21,8 +21,9 @@ from nnxplain.runtime import session
 GRAPHS = int(os.environ.get("NNXPLAIN_FUZZ_GRAPHS", "300"))
 BATCH = 2
 # one-input activations defined everywhere, with their default attributes: one draw among the ops
-# below picks "Unary", then one of these
-UNARY = ["Erf", "Softsign", "Selu", "Celu", "Elu", "HardSigmoid", "HardSwish", "Abs", "Neg", "Softplus"]
+# below picks "Unary", then one of these (not Erf: onnx.reference computes it in float32 whatever the
+# input type, too coarse for the finite differences; tests/test_ops_pointwise.py checks it against torch)
+UNARY = ["Softsign", "Selu", "Celu", "Elu", "HardSigmoid", "HardSwish", "Abs", "Neg", "Softplus"]
 
 
 class Builder:

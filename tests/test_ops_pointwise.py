@@ -465,10 +465,15 @@ def test_categories(category):
         assert all(ops.RECORDS[op].pointwise for op in CATEGORIES[category])
 
 
+def constants_of(op) -> dict:
+    """The constant inputs an activation takes besides x: PRelu's slope."""
+    return {"slope": np.array([0.3], np.float32)} if op == "PRelu" else {}
+
+
 def activation_output(op, x):
     """The activation (with its test attributes) evaluated on x, and a graphsurgeon node of it."""
     attrs, opset = ACTIVATIONS[op]
-    consts = {"slope": np.array([0.3], np.float32)} if op == "PRelu" else {}
+    consts = constants_of(op)
     model = one_op_model([node(op, ["x", *consts], **attrs)], x.shape, consts, opset=opset)
     inputs = [gs.Variable("x"), *(gs.Constant(k, v) for k, v in consts.items())]
     return session(model).run(None, {"x": x})[0], gs.Node(op, attrs=attrs, inputs=inputs)
@@ -499,7 +504,7 @@ def test_hard_sigmoid_zero_preserving_depends_on_beta():
 # ------------------------------------------------------------------------ what LRP does with them
 
 LRP_ACTIVATIONS = ["Erf", "Gelu", "Exp", "Neg", "Abs", "Selu", "Celu", "Softsign", "ThresholdedRelu", "HardSigmoid",
-                   "HardSwish"]
+                   "HardSwish", "PRelu"]  # (Log, Sqrt, Reciprocal: not defined on all of the test's signed inputs)
 
 
 def in_front_of_dense(front, x_width=6, consts=None, opset=17) -> onnx.ModelProto:
@@ -519,7 +524,8 @@ def in_front_of_dense(front, x_width=6, consts=None, opset=17) -> onnx.ModelProt
 
 def dense_model_at(op, opset):
     attrs, _ = ACTIVATIONS[op]
-    return in_front_of_dense([node(op, ["x"], ["a"], name="act", **attrs)], opset=opset)
+    consts = constants_of(op)
+    return in_front_of_dense([node(op, ["x", *consts], ["a"], name="act", **attrs)], consts=consts, opset=opset)
 
 
 @pytest.mark.parametrize("method", lrp_methods())
