@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from .compiler import NEURON_INPUT, compile, neuron_feed, output_size, resolve_methods
+from .compiler import NEURON_INPUT, compile, neuron_feed, output_size, position_of, resolve_methods
 from .errors import NnxplainError
 from .patterns import Patterns, as_patterns, fit
 from .sampling import NOISE_SUFFIX, noise_feeds
@@ -22,10 +22,11 @@ class Analyzer:
     """
 
     def __init__(self, method: str, model, neuron_selection_mode: str = "max_activation", patterns=None,
-                 **params):
+                 position: str | int | None = None, **params):
         self.method = resolve_methods([method], params)[0]
         self.source = model
         self.neuron_selection_mode = neuron_selection_mode
+        self.position = position  # for an output [batch, positions, scores]: see compiler.explained_position
         self.params = params
         # a Patterns object, or a patterns file: read when compiling, checked against the model's layers
         self.patterns: Patterns | str | os.PathLike | None = patterns
@@ -36,12 +37,15 @@ class Analyzer:
             if neuron_selection_mode not in ("max_activation", "index"):
                 raise NnxplainError(f"method '{self.method.name}' explains one output per sample (neuron_selection_mode "
                                     f"'max_activation' or 'index')")
+            if position is not None:
+                raise NnxplainError(f"method '{self.method.name}' explains outputs [batch, scores]; position is for "
+                                    f"the compiled methods")
         elif "patterns" not in self.method.needs or self.patterns is not None:
             self._compile()
 
     def _compile(self):
         self.model = compile(self.source, [self.method], neuron_selection=self.neuron_selection_mode,
-                             patterns=self.patterns)
+                             patterns=self.patterns, position=self.position)
         self.output_name = self.model.graph.output[-1].name
         self.explained = self.model.graph.output[0].name
         self._session = None
@@ -87,7 +91,8 @@ class Analyzer:
         if self.neuron_selection_mode == "index":
             if neuron_selection is None:
                 raise NnxplainError("neuron_selection_mode='index' needs analyze(X, neuron_selection=...)")
-            feeds[NEURON_INPUT] = neuron_feed(neuron_selection, len(x), output_size(self.session, self.explained))
+            feeds[NEURON_INPUT] = neuron_feed(neuron_selection, len(x), output_size(self.session, self.explained,
+                                                                             position_of(self.model)))
         elif neuron_selection is not None:
             raise NnxplainError(f"neuron_selection is only used with neuron_selection_mode='index' "
                                 f"(this analyzer uses '{self.neuron_selection_mode}')")
@@ -126,5 +131,6 @@ class Analyzer:
 
 def create_analyzer(name: str, model, neuron_selection_mode: str = "max_activation", **params) -> Analyzer:
     """An analyzer for method `name` (see `nnxplain methods`) on an ONNX model (path or ModelProto).
-    Keyword arguments set the method's parameters; `patterns=` passes fitted patterns."""
+    Keyword arguments set the method's parameters; `patterns=` passes fitted patterns, `position=`
+    the explained position of an output [batch, positions, scores] ("last" or an index)."""
     return Analyzer(name, model, neuron_selection_mode=neuron_selection_mode, **params)

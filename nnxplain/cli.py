@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="which output neuron to explain (default: max_activation)")
         p.add_argument("--output", "--output-name", dest="output_name", metavar="NAME",
                        help="the model output to explain (default: the first); every float input gets its relevance")
+        p.add_argument("--position", metavar="last|N",
+                       help="for an output [batch, positions, scores]: the position whose scores are explained "
+                            "(last, or an index; negative counts from the end; default: last for a causal "
+                            "language model, required for other sequence outputs)")
         p.add_argument("--keep-softmax", action="store_true", help="explain the softmax output instead of the scores")
         p.add_argument("--patterns", metavar="PATTERNS.npz", help="fitted patterns (pattern.net, pattern.attribution)")
         p.add_argument("--fit-data", metavar="TRAIN.npy", help="fit the patterns on this data first (one step)")
@@ -313,7 +317,7 @@ def _compile_args(args):
     methods, params = _methods_of(args), _params(args.param)
     return compile(args.model, methods, neuron_selection=args.neuron_selection, params=params,
                    output=args.output_name, keep_softmax=args.keep_softmax,
-                   patterns=_patterns_for(args, resolve_methods(methods, params)))
+                   patterns=_patterns_for(args, resolve_methods(methods, params)), position=args.position)
 
 
 def _patterns_for(args, methods):
@@ -409,6 +413,8 @@ def _analyze(args):
         neurons = neuron_feed(args.neuron, len(x), None)  # whole numbers in range: the output's size below
     elif args.neuron:
         raise NnxplainError("--neuron needs --neuron-selection index")
+    if sampled and args.position is not None:
+        raise NnxplainError(f"method '{sampled[0]}' explains outputs [batch, scores]; --position is for the compiled methods")
     if sampled and args.neuron_selection == "all":
         raise NnxplainError(f"method '{sampled[0]}' explains one output per sample (max_activation or index)")
     perturbation_keys = {k for m in sampled for k in load_method(m).settable()}

@@ -26,6 +26,7 @@ from .sampling import copy_forward, explain_sampled, forward_nodes
 
 SELECTION_MODES = ("max_activation", "index", "all")
 NEURON_INPUT = "neuron"
+POSITION_KEY = "nnxplain.position"  # metadata: the explained position of a sequence output
 
 
 def without_gc(fn):
@@ -48,7 +49,7 @@ def without_gc(fn):
 @without_gc
 def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selection: str = "max_activation",
             params: dict | None = None, output: str | None = None, keep_softmax: bool = False,
-            patterns=None) -> onnx.ModelProto:
+            patterns=None, position: str | int | None = None) -> onnx.ModelProto:
     """Compile an explainer: the model's own outputs plus one output per method, named as the method.
 
     methods: names of built-in methods, paths of method files, or Method objects.
@@ -58,15 +59,18 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     output: which model output to explain (default: the first).
     patterns: for pattern.net / pattern.attribution, the fitted patterns (a Patterns object or the
     path of a patterns file from `nnxplain fit`).
+    position: for an output [batch, positions, scores] (a language model's logits, token
+    classification), the position whose scores the neuron is selected from: "last", or an index
+    (negative counts from the end); see explained_position for the default.
     """
     try:
-        return _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns)
+        return _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, position)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         # onnx's own errors from wherever they arise: the Python API raises NnxplainError only
         raise NnxplainError(f"onnx rejects the model: {first_line(exc)}") from None
 
 
-def _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns) -> onnx.ModelProto:
+def _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, position=None) -> onnx.ModelProto:
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
@@ -77,14 +81,18 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
                                 f"nnxplain.perturbation.run('{method.name}', model, x))")
     source = source_of(model)  # first, while no copy of the weights is alive
     skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
-    graph = build(canonical_graph(model, keep_softmax, skipped), resolved, neuron_selection, output, patterns, skipped)
+    graph = canonical_graph(model, keep_softmax, skipped)
+    position = explained_position(graph, explained_output(graph, output), position)
+    graph = build(graph, resolved, neuron_selection, output, patterns, skipped, position)
     model = export(graph)
     describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
+    if position is not None:  # which position of a sequence output is explained (-1: the last)
+        model.metadata_props.add(key=POSITION_KEY, value=str(position))
     return model
 
 
 def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output: str | None,
-          patterns=None, skipped: list = ()) -> gs.Graph:
+          patterns=None, skipped: list = (), position: str | int | None = None) -> gs.Graph:
     """Add the explanation of each method to the canonical graph (in place; returned): the neuron
     selection, each method's backward pass or sampled passes, and one output per method. `skipped`:
     canonicalize's reasons, for errors at what an unfolded rewrite left."""
@@ -97,7 +105,7 @@ def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output
     context = {"patterns": bind_patterns(resolved, patterns, graph), "model_nodes": list(graph.nodes),
                "forward": (inputs[0], forward)}
     e = Emitter(graph)
-    mask, valid = selection_mask(e, y, neuron_selection)
+    mask, valid = selection_mask(e, y, neuron_selection, explained_position(graph, y, position))
     explainable = explainable_samples(e, inputs, valid)
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
@@ -266,16 +274,92 @@ def explained_output(graph: gs.Graph, name: str | None) -> gs.Variable:
     raise NnxplainError(f"the model has no output '{name}' (outputs: {', '.join(t.name for t in graph.outputs)})")
 
 
-def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> tuple[gs.Tensor, gs.Tensor | None]:
-    """1 at the selected output neuron of each sample, 0 elsewhere, shaped like y; and with mode
-    "index", whether each sample's `neuron` is in range (bool [batch]; None otherwise)."""
+def sequence_output(graph: gs.Graph, y: gs.Tensor) -> bool:
+    """Whether y is [batch, positions, scores]: rank 3, its dim 1 an input's dim 1 (the sequence):
+    the same named dim (a dynamic 'sequence'), or, for an integer input [batch, seq] (token ids, an
+    attention mask), the same size."""
+    from .backward import FLOAT_TYPES, dtype_name
+    if y.shape is None or len(y.shape) != 3:
+        return False
+    length = y.shape[1]
+    for x in graph.inputs:
+        if not x.shape or len(x.shape) < 2 or x.shape[1] is None:
+            continue
+        named = isinstance(length, str) and x.shape[1] == length
+        tokens = len(x.shape) == 2 and x.dtype is not None and dtype_name(x.dtype) not in FLOAT_TYPES \
+            and isinstance(length, int) and x.shape[1] == length
+        if named or tokens:
+            return True
+    return False
+
+
+def causal(graph: gs.Graph) -> bool:
+    """Whether the graph builds a causal mask: a Trilu node, as both torch exporters write a causal
+    language model's (GPT-2's) attention mask."""
+    return any(node.op == "Trilu" for node in graph.nodes)
+
+
+def explained_position(graph: gs.Graph, y: gs.Tensor, position: str | int | None) -> int | None:
+    """The position of output y whose scores the neuron is selected from, as an index (-1: the last),
+    or None for an output without positions (its scores are the whole output, flattened per sample).
+
+    `position` ("last", an int, or its text) needs y of shape [batch, positions, scores]. Without one,
+    a sequence output (sequence_output) of a causal model (causal) is explained at its last position,
+    the next-token prediction of a language model; a sequence output of another model (token
+    classification) has no natural position and is refused, naming the output and its shape. Other
+    outputs are flattened per sample as ever. "last" is the last position of the tensor, as Hugging
+    Face's pipelines take it: with right padding, give the last real token's index instead."""
+    shape = "[" + ", ".join(str(d) for d in (y.shape or [])) + "]"
+    if position is None:
+        if not sequence_output(graph, y):
+            return None
+        if causal(graph):
+            return -1
+        raise NnxplainError(f"output '{y.name}' has shape {shape}, scores per position: choose the position to "
+                            f"explain with --position last|N (Python: position=...)")
+    if isinstance(position, str):
+        text = position.strip().lower()
+        try:
+            position = -1 if text == "last" else int(text)
+        except ValueError:
+            raise NnxplainError(f"position '{position}' is not 'last' or a whole number") from None
+    elif isinstance(position, (bool, float)) or not isinstance(position, (int, np.integer)):
+        raise NnxplainError(f"position must be 'last' or a whole number, got {position!r}"[:200])
+    if y.shape is None or len(y.shape) != 3:
+        raise NnxplainError(f"position {position}: output '{y.name}' has shape {shape}; a position is chosen in an "
+                            f"output [batch, positions, scores]")
+    length = y.shape[1]
+    if isinstance(length, int) and not -length <= position < length:
+        raise NnxplainError(f"position {position} is out of range: output '{y.name}' ({shape}) has {length} "
+                            f"positions")
+    return int(position)
+
+
+def selection_mask(e: Emitter, y: gs.Tensor, mode: str, position: int | None = None
+                   ) -> tuple[gs.Tensor, gs.Tensor | None]:
+    """1 at the selected output neuron of each sample, 0 elsewhere, shaped like y; and whether each
+    sample's selection is valid (bool, [batch] or a scalar; None: always): with mode "index", the
+    `neuron` in range; with a position (explained_position), the position in range (a dynamic
+    sequence may be shorter). With a position, the neuron is selected from that position's scores."""
+    at, valid = None, None
+    if position is not None:
+        # the position as a [1, positions, 1] one-hot (OneHot counts a negative index from the end,
+        # as Python does, and gives all zeros past either end)
+        length = e.Gather(e.Shape(y), e.const(np.array(1, np.int64)), axis=0)
+        hot = e.OneHot(e.ints([position]), length, e.const(np.array([0, 1], FLOAT)), axis=-1)  # [1, positions]
+        at = e.Reshape(hot, e.ints([1, -1, 1]))
+        valid = e.Greater(e.ReduceSum(hot, e.ints([0, 1]), keepdims=0), e.const(np.array(0.5, FLOAT)))
+        # the position's scores, [batch, scores]; Where, not a product, keeps other positions' values out
+        zero = e.const(np.array(0.0, FLOAT))
+        scores = e.ReduceSum(e.Where(e.Cast(at, to=onnx.TensorProto.BOOL), y, zero), e.ints([1]), keepdims=0)
     if mode == "all":
-        return e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT)), None
-    scores = e.Flatten(y, axis=1)
+        ones = e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT))
+        return (ones if at is None else e.Mul(ones, at)), valid
+    if at is None:
+        scores = e.Flatten(y, axis=1)
     # the depth is read from the run-time shape (inference can disagree with the engine, e.g. on a
     # ceil_mode pool), as a 0-D scalar (see portable.py)
     depth = e.Gather(e.Shape(scores), e.const(np.array(1, np.int64)), axis=0)
-    valid = None
     if mode == "max_activation":
         index = e.ArgMax(scores, axis=1, keepdims=0)
     else:
@@ -287,16 +371,26 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> tuple[gs.Tensor, gs.T
         e.graph.inputs.append(neuron)
         index = neuron
         # OneHot would count a negative index from the end and give all zeros past the end
-        valid = e.And(e.GreaterOrEqual(neuron, e.ints([0])), e.Less(neuron, depth))
+        in_range = e.And(e.GreaterOrEqual(neuron, e.ints([0])), e.Less(neuron, depth))
+        valid = in_range if valid is None else e.And(in_range, valid)
     onehot = e.OneHot(index, depth, e.const(np.array([0, 1], FLOAT)), axis=-1)
-    return e.reshape_like(onehot, y), valid
+    if at is None:
+        return e.reshape_like(onehot, y), valid
+    return e.Mul(e.Unsqueeze(onehot, e.ints([1])), at), valid
 
 
-def output_size(session, name: str) -> int | None:
-    """The number of neurons per sample of output `name` of a session (None where it is dynamic)."""
+def output_size(session, name: str, position: int | None = None) -> int | None:
+    """The number of neurons per sample of output `name` of a session (None where it is dynamic); of
+    one position of a sequence output where a position is explained."""
     meta = next(o for o in session.get_outputs() if o.name == name)
-    dims = meta.shape[1:]
+    dims = meta.shape[1:] if position is None else meta.shape[2:]
     return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+
+
+def position_of(model: onnx.ModelProto) -> int | None:
+    """The explained position of a compiled explainer's sequence output (-1: the last), or None."""
+    value = next((p.value for p in model.metadata_props if p.key == POSITION_KEY), None)
+    return None if value is None else int(value)
 
 
 def neuron_feed(neurons, batch: int, size: int | None) -> np.ndarray:
