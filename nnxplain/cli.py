@@ -144,6 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", choices=("image", "method"), default="image",
                    help="colour scale per picture (image, the default) or one per method over all inputs (method)")
     p.add_argument("--outline", action="store_true", help="draw the input's outline over each explanation")
+    p.add_argument("--tokenizer", metavar="TOKENIZER.json",
+                   help="text: decode the input_ids into the tokens drawn (a Hugging Face tokenizer.json)")
     p.set_defaults(run=_analyze)
 
     p = sub.add_parser("fit", help="fit the patterns of PatternNet / PatternAttribution")
@@ -372,6 +374,9 @@ def _analyze(args):
     methods = _methods_of(args)
     if len(methods) != 1 and not args.grid:
         raise NnxplainError("analyze takes exactly one method (several with --grid GRID.png)")
+    from .text import is_text
+    if is_text(args.model, args.input, args.tokenizer):
+        return _analyze_text(args, methods)
     if args.out is None and args.grid is None:
         raise NnxplainError("give -o OUT.npy, -o OUT.png or --grid GRID.png")
     if args.out is not None and len(methods) != 1:
@@ -490,6 +495,63 @@ def _analyze(args):
                                              args.reduce, args.percentile, args.normalize, note=cut,
                                              outline=args.outline))
         print(f"wrote {args.grid} ({drawn} inputs x {len(names)} methods" + (f"; {cut})" if cut else ")"))
+
+
+def _analyze_text(args, methods):
+    """analyze on text (nnxplain/text.py): the model's inputs by name from an .npz; -o .html or .png
+    draws a token heatmap, -o .npy writes the explanation as the explainer gives it."""
+    from . import text, visualize as vis
+    from .compiler import neuron_feed, output_size, position_of
+    from .perturbation import is_perturbation
+    from .runtime import check_output_name, session, write_atomic
+    from .sampling import NOISE_SUFFIX
+    if len(methods) != 1 or args.grid or is_perturbation(methods[0]):
+        raise NnxplainError("analyze on text takes one compiled method (not --grid, occlusion or lime)")
+    if args.out is None or not args.out.endswith((".html", ".png", ".npy")):
+        raise NnxplainError(f"-o {args.out}: analyze on text writes .html or .png (a token heatmap) or .npy "
+                            f"(the explanation)")
+    check_output_name(args.out)
+    tokenizer = text.load_tokenizer(args.tokenizer) if args.tokenizer else None
+    model = _compile_args(args)
+    sess = session(model)
+    metas = [m for m in sess.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
+    feeds, tokens = text.read_inputs(args.input, metas)
+    count = len(feeds[metas[0].name])
+    indices = list(range(count)) if args.select is None else parse_selection(args.select, count)
+    feeds = {k: v[indices] for k, v in feeds.items()}
+    tokens = None if tokens is None else tokens[indices]
+    if not indices:
+        raise NnxplainError(f"{args.input}: holds no texts, nothing to explain")
+    position, explained, name = position_of(model), args.output_name or model.graph.output[0].name, \
+        model.graph.output[-1].name
+    neurons = None
+    if args.neuron_selection == "index":
+        if not args.neuron:
+            raise NnxplainError("--neuron-selection index needs --neuron N")
+        neurons = neuron_feed(args.neuron, len(indices), output_size(sess, explained, position))
+        feeds[NEURON_INPUT] = neurons
+    elif args.neuron:
+        raise NnxplainError("--neuron needs --neuron-selection index")
+    seed = resolve_methods(methods, _params(args.param))[0].params.get("seed", 0)
+    scores, results = _run_batched(sess, [explained, name], feeds, metas[0].name, args.batch_size, {name: seed})
+    relevance = results[name]
+    if args.out.endswith(".npy"):
+        import io
+        buffer = io.BytesIO()
+        np.save(buffer, relevance)
+        data = buffer.getvalue()
+    else:
+        per_token = text.per_token(relevance, name)
+        texts, values = text.attended(feeds, text.token_texts(feeds, tokens, tokenizer, per_token.shape[1]),
+                                      per_token)
+        scores = scores[:, position] if position is not None else scores.reshape(len(scores), -1)
+        labels = [label.replace("\n", "  ") for label in _picture_labels(indices, scores, neurons, None)]
+        title = f"{name}" + ("" if position is None else f" at position {position}")
+        draw = vis.token_html if args.out.endswith(".html") else vis.token_png
+        data = draw(texts, values, labels, title=title, percentile=args.percentile)
+    write_atomic(args.out, data)
+    print(f"wrote {args.out} ({name}, shape {list(relevance.shape)}, {len(indices)} texts, "
+          f"providers {', '.join(sess.get_providers())})")
 
 
 def parse_selection(text: str, count: int | None, option: str = "--select") -> list[int]:
