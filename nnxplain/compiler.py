@@ -13,7 +13,8 @@ import onnx_graphsurgeon as gs
 
 from .backward import propagate
 from .canonicalize import canonical_graph, unfolded_batchnorms
-from .emitter import FLOAT, Emitter, static_dims
+from .emitter import FLOAT, Emitter
+from .explained import explained_inputs, hidden_axes
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
@@ -49,7 +50,8 @@ def without_gc(fn):
 @without_gc
 def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selection: str = "max_activation",
             params: dict | None = None, output: str | None = None, keep_softmax: bool = False,
-            patterns=None, position: str | int | None = None) -> onnx.ModelProto:
+            patterns=None, wrt: str | None = None, per_dimension: bool = False,
+            position: str | int | None = None) -> onnx.ModelProto:
     """Compile an explainer: the model's own outputs plus one output per method, named as the method.
 
     methods: names of built-in methods, paths of method files, or Method objects.
@@ -59,18 +61,24 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     output: which model output to explain (default: the first).
     patterns: for pattern.net / pattern.attribution, the fitted patterns (a Patterns object or the
     path of a patterns file from `nnxplain fit`).
+    wrt: what to explain (default: the float inputs, or a token model's word embeddings; see
+    nnxplain.explained): a float input, an int input read by an embedding lookup, or a lookup's
+    table or output, by name. For a lookup the output `<method>` is the relevance per token (summed
+    over the hidden dimension); per_dimension adds `<method>/per_dimension`, not summed.
     position: for an output [batch, positions, scores] (a language model's logits, token
     classification), the position whose scores the neuron is selected from: "last", or an index
     (negative counts from the end); see explained_position for the default.
     """
     try:
-        return _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, position)
+        return _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, wrt, per_dimension,
+                        position)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         # onnx's own errors from wherever they arise: the Python API raises NnxplainError only
         raise NnxplainError(f"onnx rejects the model: {first_line(exc)}") from None
 
 
-def _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, position=None) -> onnx.ModelProto:
+def _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, wrt=None,
+             per_dimension=False, position=None) -> onnx.ModelProto:
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
@@ -83,7 +91,7 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
     graph = canonical_graph(model, keep_softmax, skipped)
     position = explained_position(graph, explained_output(graph, output), position)
-    graph = build(graph, resolved, neuron_selection, output, patterns, skipped, position)
+    graph = build(graph, resolved, neuron_selection, output, patterns, skipped, wrt, per_dimension, position)
     model = export(graph)
     describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
     if position is not None:  # which position of a sequence output is explained (-1: the last)
@@ -92,18 +100,21 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
 
 
 def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output: str | None,
-          patterns=None, skipped: list = (), position: str | int | None = None) -> gs.Graph:
+          patterns=None, skipped: list = (), wrt: str | None = None, per_dimension: bool = False,
+          position: str | int | None = None) -> gs.Graph:
     """Add the explanation of each method to the canonical graph (in place; returned): the neuron
     selection, each method's backward pass or sampled passes, and one output per method. `skipped`:
-    canonicalize's reasons, for errors at what an unfolded rewrite left."""
-    inputs = explained_inputs(graph)
+    canonicalize's reasons, for errors at what an unfolded rewrite left. wrt, per_dimension: as compile's."""
+    inputs = explained_inputs(graph, wrt)
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
-    forward = forward_nodes(graph, inputs[0])
+    model_inputs = list(graph.inputs)
     # what rules and methods may need besides their parameters: "model_nodes", the model's own nodes
-    # (not the backward passes emitted for earlier methods); "forward", the nodes that depend on the input
+    # (not the backward passes emitted for earlier methods); "forward", the explained tensor and the
+    # nodes that depend on it or on a model input (a sampled copy of the forward pass copies those
+    # that read the explained tensor or an input it repeats); "model_inputs", the model's inputs
     context = {"patterns": bind_patterns(resolved, patterns, graph), "model_nodes": list(graph.nodes),
-               "forward": (inputs[0], forward)}
+               "forward": (inputs[0], forward_nodes(graph, [inputs[0]] + model_inputs)), "model_inputs": model_inputs}
     e = Emitter(graph)
     mask, valid = selection_mask(e, y, neuron_selection, explained_position(graph, y, position))
     explainable = explainable_samples(e, inputs, valid)
@@ -111,14 +122,25 @@ def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
         with e.scope(method.name):  # every node the method emits is named <method>/...
-            for x, relevance in explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped):
-                name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
-                out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
-                ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
-                nan = e.const(np.array(np.nan, FLOAT))
-                graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
-                graph.outputs.append(out)
+            for x, relevance in explain_method(e, method, inputs, y, mask, seeds, context, skipped):
+                name = method.name if len(inputs) == 1 else f"{method.name}/{x.name}"
+                hidden = hidden_axes(x)
+                if hidden and per_dimension:
+                    add_output(e, name + "/per_dimension", relevance, x.shape, explainable)
+                if hidden:  # an embedding: the relevance per token
+                    relevance = e.ReduceSum(relevance, e.ints(hidden), keepdims=0)
+                add_output(e, name, relevance, [d for i, d in enumerate(x.shape) if i not in hidden], explainable)
     return graph
+
+
+def add_output(e: Emitter, name: str, relevance: gs.Tensor, shape: list, explainable: gs.Tensor):
+    """A graph output `name` (or `name` + "_explanation" where the model has a tensor of that name):
+    the relevance where the sample is explainable, NaN where not."""
+    out = gs.Variable(e.claim(name, "_explanation"), dtype=FLOAT, shape=shape)
+    ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(shape) - 1)))
+    nan = e.const(np.array(np.nan, FLOAT))
+    e.graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
+    e.graph.outputs.append(out)
 
 
 def _stash_constants(graph: gs.Graph) -> dict:
@@ -136,12 +158,12 @@ def _stash_constants(graph: gs.Graph) -> dict:
     return moved
 
 
-def explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped) -> list:
+def explain_method(e, method, inputs, y, mask, seeds, context, skipped) -> list:
     """(input, explanation) for each input, by one method. An error at a node that an unfolded
     BatchNormalization became says why it was not folded (canonicalize's `skipped`)."""
     try:
         if method.kind == "sampling":
-            return explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
+            return explain_sampled(e, method, method.base_method(), inputs, y, mask, explain, context)
         return explain(e, method, inputs, y, seeds[method.start], context)
     except NnxplainError as exc:
         message = unfolded_batchnorms(str(exc), skipped)
@@ -232,19 +254,6 @@ def bind_patterns(methods: list[Method], patterns, graph: gs.Graph):
                             f"--data TRAIN.npy -o patterns.npz` and pass `--patterns patterns.npz`, or fit in "
                             f"one step with `--fit-data TRAIN.npy` (Python: analyzer.fit(X))")
     return BoundPatterns(patterns, graph)
-
-
-def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
-    from .backward import FLOAT_TYPES, dtype_name
-    inputs = [t for t in graph.inputs if t.dtype is not None and dtype_name(t.dtype) in FLOAT_TYPES]
-    if not inputs:
-        raise UnsupportedError("the model has no float input to explain")
-    for t in inputs:
-        if dtype_name(t.dtype) != "float32":
-            raise UnsupportedError(f"input '{t.name}' is {dtype_name(t.dtype)}; only float32 models are supported")
-        if t.shape is None:
-            raise UnsupportedError(f"input '{t.name}' declares no shape; the explainer needs at least its rank")
-    return inputs
 
 
 def check_float_path(graph: gs.Graph, inputs: list[gs.Variable], y: gs.Tensor):
@@ -436,7 +445,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
     if method.kind == "random":  # the portable generator (noise.py): the same numbers on every engine
         out = []
         for x in inputs:
-            dims = static_dims(x, f"method '{method.name}'", 1)
+            dims = x.shape[1:]
+            if not all(isinstance(d, (int, np.integer)) for d in dims):  # known at run time only
+                dims = e.Slice(e.Shape(x), e.ints([1]), e.ints([len(x.shape)]))
             unit = noise.emit(e, int(method.params.get("seed", 0)), 1, dims)
             out.append((x, e.Expand(e.Mul(unit, float(method.params.get("stddev", 1.0))), e.shape_of(x))))
         return out
@@ -492,7 +503,7 @@ def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -
     ref.dtype, ref.shape = x.dtype, x.shape
     batch = None if x is original else (original.shape or [None])[0]
     symbol = (x.shape or [None])[0]  # the reference pass has the explained pass's batch
-    mapping, copies = copy_forward(e, nodes, original, ref, batch, "reference", symbol)
+    mapping, copies = copy_forward(e, nodes, {original.name: ref}, batch, "reference", symbol)
     references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
     for node in copies:
         node.name = f"{method.name}/reference/forward/{node.name.strip('/')}"

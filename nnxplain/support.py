@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import onnx
 
-from .errors import NnxplainError
+from .errors import InternalError, NnxplainError
+from .load import first_line
+
+INTERNAL = "internal error (a bug of nnxplain's: please report it)"
 
 
 def stand_in_patterns(model: onnx.ModelProto, graph=None):
@@ -52,8 +55,12 @@ def each_method_support(model: onnx.ModelProto, methods):
             export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns, skipped))
         except onnx_errors as exc:
             yield method, False, f"onnx rejects the model: {str(exc).strip().splitlines()[0]}"
+        except InternalError as exc:
+            yield method, False, f"{INTERNAL}: {exc}"
         except NnxplainError as exc:
             yield method, False, str(exc)
+        except Exception as exc:  # noqa: BLE001 -- a bug of ours at one method: report it, answer the others
+            yield method, False, f"{INTERNAL}: {type(exc).__name__}: {first_line(exc)}"
         else:
             yield method, True, "; ".join(needs)
 
