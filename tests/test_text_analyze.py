@@ -1,11 +1,11 @@
 """`nnxplain analyze` on text: a model with integer inputs (token ids, an attention mask) reads them
 by name from an .npz and writes a token heatmap (-o .html / .png) or the explanation (-o .npy).
 
-Stand-in for a token model until embeddings are explained (the explainer's contract for token
-models: inputs the model's own, output [batch, seq] per method): a classifier that takes its
-embeddings as a float input beside `input_ids` and `attention_mask` (int64) and masks the
-embeddings by the attention mask; its explanation [batch, seq, hidden] is summed per token. torch
-autograd on the same weights is the oracle."""
+Two kinds of models: a classifier that takes its embeddings as a float input beside `input_ids` and
+`attention_mask` (its explanation [batch, seq, hidden] is summed per token), and token models proper
+(int64 ids in, explained at their word embeddings, the explainer's output [batch, seq]): a token
+classifier and a causal language model. Oracles: torch autograd and Captum's
+LayerIntegratedGradients on the same weights."""
 from __future__ import annotations
 
 import html
@@ -137,3 +137,101 @@ def test_text_outputs_are_html_png_or_npy(files, capsys):
     model, data, tmp = files
     assert analyze(model, "--method", "gradient", "--input", data, "-o", tmp / "out.txt") == 2
     assert "analyze on text writes .html or .png (a token heatmap) or .npy" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- token models (int64 ids in)
+# Explained at their word embeddings (nnxplain/explained.py): the explainer's inputs are the model's
+# own, its output the relevance per token [batch, seq].
+
+VOCAB, EMBED = 12, 6
+
+
+class TokenClassifier(torch.nn.Module):
+    """Word embeddings, a tanh layer, the masked sum over positions, 3 classes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.word, self.dense, self.head = (torch.nn.Embedding(VOCAB, EMBED), torch.nn.Linear(EMBED, EMBED),
+                                            torch.nn.Linear(EMBED, 3))
+
+    def forward(self, input_ids, attention_mask):
+        h = torch.tanh(self.dense(self.word(input_ids))) * attention_mask.unsqueeze(-1).to(torch.float32)
+        return self.head(h.sum(1))
+
+
+class CausalLM(TokenClassifier):
+    """Each position reads the positions up to it (a prefix sum through a lower-triangular mask):
+    logits [batch, seq, VOCAB]."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(EMBED, VOCAB)
+
+    def forward(self, input_ids, attention_mask):
+        h = torch.tanh(self.dense(self.word(input_ids))) * attention_mask.unsqueeze(-1).to(torch.float32)
+        causal = torch.tril(torch.ones(input_ids.shape[1], input_ids.shape[1]))
+        return self.head(causal @ h)
+
+
+def export(net, path) -> str:
+    names = ["input_ids", "attention_mask"]
+    torch.onnx.export(net.eval(), (torch.tensor(IDS), torch.tensor(MASK)), str(path), dynamo=False, opset_version=17,
+                      input_names=names, output_names=["logits"],
+                      dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["logits"]})
+    return str(path)
+
+
+def test_analyze_a_token_model_with_integrated_gradients_into_a_token_heatmap(tmp_path):
+    """The command of issue 11's 'done when', on a token classifier: the heatmap's values are
+    Captum's LayerIntegratedGradients on the word embeddings, summed per token."""
+    from captum.attr import LayerIntegratedGradients
+    net = TokenClassifier()
+    model = export(net, tmp_path / "classifier.onnx")
+    np.savez(tmp_path / "tokens.npz", input_ids=IDS, attention_mask=MASK)
+    assert analyze(model, "--method", "integrated_gradients", "--param", "steps=16", "--param", "reference_token=0",
+                   "--input", tmp_path / "tokens.npz", "--tokenizer", tokenizer_file(tmp_path),
+                   "-o", tmp_path / "tokens.html") == 0
+    assert analyze(model, "--method", "integrated_gradients", "--param", "steps=16", "--param", "reference_token=0",
+                   "--input", tmp_path / "tokens.npz", "-o", tmp_path / "tokens.npy") == 0
+    ids, mask = torch.tensor(IDS), torch.tensor(MASK)
+    with torch.no_grad():
+        target = net(ids, mask).argmax(1)
+    expected = LayerIntegratedGradients(net, net.word).attribute(
+        (ids, mask), baselines=(torch.zeros_like(ids), mask), target=target, n_steps=16,
+        method="riemann_right").sum(-1).detach().numpy()
+    assert relative_error(np.load(tmp_path / "tokens.npy"), expected) < 1e-5
+    lines = spans((tmp_path / "tokens.html").read_text())
+    assert [[html.unescape(t) for _, _, t in line] for line in lines] == \
+        [["[CLS]", "the", "cat", "sat", "[SEP]"], ["[CLS]", "<b>", "[SEP]"]]
+    for line, values, attended in zip(lines, expected, MASK.astype(bool)):
+        assert [float(v) for _, v, _ in line] == pytest.approx(values[attended], rel=1e-3, abs=1e-6)
+
+
+def test_a_causal_language_model_is_explained_at_its_last_position(tmp_path, capsys):
+    """The next-token prediction: the largest logit at the last position, by torch autograd on the
+    word embeddings; --position chooses another."""
+    net = CausalLM()
+    model = export(net, tmp_path / "lm.onnx")
+    np.savez(tmp_path / "tokens.npz", input_ids=IDS, attention_mask=MASK)
+    for position, index in ((None, -1), ("1", 1)):
+        chosen = [] if position is None else ["--position", position]
+        assert analyze(model, "--method", "gradient", *chosen, "--input", tmp_path / "tokens.npz",
+                       "-o", tmp_path / "r.npy") == 0
+        assert analyze(model, "--method", "gradient", *chosen, "--input", tmp_path / "tokens.npz",
+                       "-o", tmp_path / "r.html") == 0
+        store = {}
+
+        def keep(module, args, out):
+            out.retain_grad()
+            store["e"] = out
+        handle = net.word.register_forward_hook(keep)
+        scores = net(torch.tensor(IDS), torch.tensor(MASK))[:, index]
+        handle.remove()
+        scores.gather(1, scores.argmax(1, keepdim=True)).sum().backward()
+        expected = store["e"].grad.sum(-1).numpy()
+        assert relative_error(np.load(tmp_path / "r.npy"), expected) < 1e-5
+        page = (tmp_path / "r.html").read_text()
+        assert f"gradient at position {index}" in page
+        for i, row in enumerate(scores.detach().numpy()):  # labelled with the position's prediction
+            assert f"#{i}  predicted {row.argmax()}: {row.max():.3g}" in page
