@@ -73,19 +73,29 @@ class Analyzer:
         return dict(self.__dict__, _session=None, _scorer=None)
 
     def analyze(self, X, neuron_selection=None, batch_index: int = 0) -> np.ndarray:
-        """The explanation of X (numpy, batch first), shaped like X. Sampling methods draw their noise
+        """The explanation of X (numpy, batch first), shaped like X; X a dict {input name: array} for a
+        model with several inputs (a token model: its explanation [batch, seq]). Sampling methods draw their noise
         from the method's `seed`: the same X gives the same explanation every time. `batch_index`:
         where X is batch k of a dataset, its noise comes from `batch_seed(seed, k)` (the first batch's
         from the seed itself), so a dataset explained batch by batch gets the same result on any engine."""
         from .data import batch_seed
         if self.method.kind == "perturbation":
             return self._perturbed(X, neuron_selection)
-        feeds = {}
         inputs = [m for m in self.session.get_inputs() if m.name != NEURON_INPUT and not m.name.endswith(NOISE_SUFFIX)]
-        if len(inputs) != 1:
-            raise NnxplainError(f"this model has {len(inputs)} inputs; run the compiled graph with a dict of inputs")
-        x = check_feed(inputs[0], X)
-        feeds[inputs[0].name] = x
+        if isinstance(X, dict):  # several inputs (a token model's ids and mask): by name
+            missing = [m.name for m in inputs if m.name not in X]
+            if missing:
+                raise NnxplainError(f"analyze(X): X has no input '{missing[0]}' (the model's inputs: "
+                                    f"{', '.join(m.name for m in inputs)})")
+            feeds = {m.name: check_feed(m, X[m.name]) for m in inputs}
+            # the explained input: a float one, or the ids an embedding looks up (sampling noise follows it)
+            x = feeds[next((m.name for m in inputs if m.type == "tensor(float)"), inputs[0].name)]
+        elif len(inputs) != 1:
+            raise NnxplainError(f"this model has {len(inputs)} inputs ({', '.join(m.name for m in inputs)}); "
+                                f"give analyze a dict of arrays by input name")
+        else:
+            x = check_feed(inputs[0], X)
+            feeds = {inputs[0].name: x}
         seed = batch_seed(self.method.params.get("seed", 0), batch_index)
         feeds.update(noise_feeds(self.session, x, {self.method.name: seed}))
         if self.neuron_selection_mode == "index":
@@ -96,7 +106,8 @@ class Analyzer:
         elif neuron_selection is not None:
             raise NnxplainError(f"neuron_selection is only used with neuron_selection_mode='index' "
                                 f"(this analyzer uses '{self.neuron_selection_mode}')")
-        warn_nonfinite(x)
+        if x.dtype.kind == "f":
+            warn_nonfinite(x)
         if len(x) == 0:  # nothing to explain; ONNX Runtime's NCHWc layout optimizer fails on an empty batch
             return np.zeros(x.shape, np.float32)
         return run(self.session, [self.output_name], feeds)[0]

@@ -19,7 +19,9 @@ import torch
 from onnx import TensorProto, helper as oh, numpy_helper
 from PIL import Image
 
+import nnxplain
 from nnxplain.cli import main
+from nnxplain.errors import NnxplainError
 
 from conftest import relative_error
 from test_token_heatmap import spans, tokenizer_file
@@ -208,6 +210,21 @@ def test_analyze_a_token_model_with_integrated_gradients_into_a_token_heatmap(tm
         assert [float(v) for _, v, _ in line] == pytest.approx(values[attended], rel=1e-3, abs=1e-6)
 
 
+def lm_gradient(net, index):
+    """(the gradient of the largest logit at position `index` w.r.t. the word embeddings, summed per
+    token; the logits at that position), by torch autograd."""
+    store = {}
+
+    def keep(module, args, out):
+        out.retain_grad()
+        store["e"] = out
+    handle = net.word.register_forward_hook(keep)
+    scores = net(torch.tensor(IDS), torch.tensor(MASK))[:, index]
+    handle.remove()
+    scores.gather(1, scores.argmax(1, keepdim=True)).sum().backward()
+    return store["e"].grad.sum(-1).numpy(), scores.detach().numpy()
+
+
 def test_a_causal_language_model_is_explained_at_its_last_position(tmp_path, capsys):
     """The next-token prediction: the largest logit at the last position, by torch autograd on the
     word embeddings; --position chooses another."""
@@ -220,18 +237,20 @@ def test_a_causal_language_model_is_explained_at_its_last_position(tmp_path, cap
                        "-o", tmp_path / "r.npy") == 0
         assert analyze(model, "--method", "gradient", *chosen, "--input", tmp_path / "tokens.npz",
                        "-o", tmp_path / "r.html") == 0
-        store = {}
-
-        def keep(module, args, out):
-            out.retain_grad()
-            store["e"] = out
-        handle = net.word.register_forward_hook(keep)
-        scores = net(torch.tensor(IDS), torch.tensor(MASK))[:, index]
-        handle.remove()
-        scores.gather(1, scores.argmax(1, keepdim=True)).sum().backward()
-        expected = store["e"].grad.sum(-1).numpy()
+        expected, scores = lm_gradient(net, index)
         assert relative_error(np.load(tmp_path / "r.npy"), expected) < 1e-5
         page = (tmp_path / "r.html").read_text()
         assert f"gradient at position {index}" in page
-        for i, row in enumerate(scores.detach().numpy()):  # labelled with the position's prediction
+        for i, row in enumerate(scores):  # labelled with the position's prediction
             assert f"#{i}  predicted {row.argmax()}: {row.max():.3g}" in page
+
+
+def test_the_analyzer_takes_a_token_models_inputs_by_name(tmp_path):
+    net = CausalLM()
+    analyzer = nnxplain.create_analyzer("gradient", export(net, tmp_path / "lm.onnx"), position=2)
+    r = analyzer.analyze({"input_ids": IDS, "attention_mask": MASK})
+    assert relative_error(r, lm_gradient(net, 2)[0]) < 1e-5
+    with pytest.raises(NnxplainError, match="analyze\\(X\\): X has no input 'attention_mask'"):
+        analyzer.analyze({"input_ids": IDS})
+    with pytest.raises(NnxplainError, match="this model has 2 inputs \\(input_ids, attention_mask\\); give analyze a dict"):
+        analyzer.analyze(IDS)
