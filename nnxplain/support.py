@@ -29,7 +29,7 @@ def each_method_support(model: onnx.ModelProto, methods):
     loaded and canonicalized once: each method is built on a copy of that graph and exported, which
     is what compiling it alone does after canonicalization (a model with many methods answered in
     one compile's preparation, not one per method)."""
-    from .compiler import build, canonical_graph, export, resolve_methods
+    from .compiler import build, canonical_graph, explained_output, export, resolve_methods, sequence_output
     onnx_errors = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError)
     skipped = []
     try:
@@ -52,7 +52,10 @@ def each_method_support(model: onnx.ModelProto, methods):
             if "patterns" in method.needs:
                 patterns = patterns or stand_in_patterns(model, graph)
                 needs.append("fit patterns first")
-            export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns, skipped))
+            # a sequence output is explained at one position, any one alike here: the last
+            position = -1 if sequence_output(graph, explained_output(graph, None)) else None
+            export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns, skipped,
+                         position=position))
         except onnx_errors as exc:
             yield method, False, f"onnx rejects the model: {str(exc).strip().splitlines()[0]}"
         except InternalError as exc:

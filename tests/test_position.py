@@ -8,6 +8,7 @@ mean over all positions (token classification) or causally, by a prefix sum thro
 (a causal language model). torch autograd on the same weights is the oracle."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,11 @@ def test_the_cli_takes_a_position(tmp_path, capsys):
     assert main(["analyze", str(path), "--method", "gradient", "--position", "-2", "--input", str(tmp_path / "x.npy"),
                  "-o", str(tmp_path / "r.npy")]) == 0
     assert relative_error(np.load(tmp_path / "r.npy"), torch_gradient(X, False, -2)) < 1e-5
+
+
+def test_support_answers_for_a_sequence_output_at_any_position(tmp_path, capsys):
+    path = tmp_path / "tagger.onnx"
+    onnx.save(sequence_model(False), path)
+    assert main(["support", str(path), "--method", "gradient", "--method", "integrated_gradients"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"gradient\s+applicable", out) and re.search(r"integrated_gradients\s+applicable", out)
