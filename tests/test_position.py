@@ -48,6 +48,8 @@ def sequence_model(causal: bool, static_length: int | None = None) -> onnx.Model
         nodes += [oh.make_node("ReduceMean", ["h"], ["m"], axes=[1], keepdims=1),
                   oh.make_node("Add", ["h", "m"], ["z"])]
     nodes.append(oh.make_node("MatMul", ["z", "W2"], ["y"]))
+    for i, node in enumerate(nodes):  # (sampling methods name their copies of the nodes after them)
+        node.name = f"{node.op_type}_{i}"
     graph = oh.make_graph(nodes, "sequence", [oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", length, FEATURES])],
                           [oh.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", length, CLASSES])],
                           [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(W2, "W2")])
@@ -202,3 +204,15 @@ def test_support_answers_for_a_sequence_output_at_any_position(tmp_path, capsys)
     assert main(["support", str(path), "--method", "gradient", "--method", "integrated_gradients"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"gradient\s+applicable", out) and re.search(r"integrated_gradients\s+applicable", out)
+
+
+def test_sampling_methods_select_the_same_position_and_neuron_in_every_sample():
+    """integrated_gradients: the mean gradient along the path k/steps * x (k = 1..steps), times x; the
+    neuron is the one selected at x (the explained sample's), at the chosen position, on every point."""
+    steps = 8
+    compiled = nnxplain.compile(sequence_model(True), ["integrated_gradients"], params={"steps": steps}, position=2)
+    r = session(compiled).run(["integrated_gradients"], {"x": X})[0]
+    with torch.no_grad():
+        neuron = torch_forward(torch.tensor(X, dtype=torch.float64), True)[:, 2].argmax(1)
+    gradients = [torch_gradient(X * (k / steps), True, 2, "index", neuron) for k in range(1, steps + 1)]
+    assert relative_error(r, np.mean(gradients, axis=0) * X) < 1e-5
