@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 from .backward import propagate
 from .canonicalize import canonical_graph, unfolded_batchnorms
 from .emitter import FLOAT, Emitter
-from .explained import explained_inputs, hidden_axes
+from .explained import explained_inputs, fed_input, hidden_axes
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
@@ -83,10 +83,11 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
                                 f"nnxplain.perturbation.run('{method.name}', model, x))")
     source = source_of(model)  # first, while no copy of the weights is alive
     skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
-    graph = build(canonical_graph(model, keep_softmax, skipped), resolved, neuron_selection, output, patterns, skipped,
-                  wrt, per_dimension)
+    graph = canonical_graph(model, keep_softmax, skipped)
+    explained = [fed_input(t) for t in explained_inputs(graph, wrt)]
+    graph = build(graph, resolved, neuron_selection, output, patterns, skipped, wrt, per_dimension)
     model = export(graph)
-    describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
+    describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax, explained)
     return model
 
 
@@ -185,7 +186,7 @@ def source_of(model) -> tuple[str, str]:
 
 
 def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Method], neuron_selection: str,
-             explained: str, keep_softmax: bool):
+             explained: str, keep_softmax: bool, explained_inputs: list[str] = ()):
     """What the explainer computes, in its metadata_props (README: the compiled graph)."""
     outputs = [o.name for o in model.graph.output]
     entries = []
@@ -208,6 +209,8 @@ def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Meth
         "nnxplain.explained_output": explained,
         "nnxplain.neuron_selection": neuron_selection,
         "nnxplain.keep_softmax": json.dumps(bool(keep_softmax)),
+        # the inputs explained; for an embedding the ids' input, whose lookup it is
+        "nnxplain.explained_inputs": json.dumps(list(explained_inputs)),
         "nnxplain.methods": json.dumps(entries, sort_keys=True),
     }
     model.producer_name, model.producer_version = "nnxplain", __version__

@@ -72,6 +72,12 @@ def table_of(x: gs.Tensor) -> np.ndarray | None:
     return producer.inputs[0].values
 
 
+def fed_input(x: gs.Tensor) -> str:
+    """The name of the model input whose samples x's explanation follows: x's own, or for a lookup's
+    output the ids' input."""
+    return lookup_input(x.inputs[0]).name if table_of(x) is not None else x.name
+
+
 def hidden_axes(x: gs.Tensor) -> list[int]:
     """The axes of a lookup's output that a table row spans (summed for the relevance per token);
     none for an input."""
