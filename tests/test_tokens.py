@@ -225,3 +225,40 @@ def test_cli_compiles_a_token_model_with_wrt_and_per_dimension(token_model, tmp_
     assert "outputs: logits, integrated_gradients/per_dimension, integrated_gradients" in capsys.readouterr().out
     assert main(["compile", str(path), "-m", "gradient", "--wrt", "nothing", "-o", str(out)]) == 2
     assert "nnxplain: error: wrt 'nothing' names no float input" in capsys.readouterr().err
+
+
+class CausalNet(torch.nn.Module):
+    """GPT-2's embedding: the ids reshaped to [-1, seq] before the lookup (the exported Reshape leaves
+    the lookup's batch dim unnamed), plus position embeddings from the length; a mean head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.wte, self.wpe = torch.nn.Embedding(VOCAB, HIDDEN), torch.nn.Embedding(POSITIONS, HIDDEN)
+        self.head = torch.nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, input_ids, attention_mask):
+        ids = input_ids.view(-1, input_ids.shape[-1])
+        h = torch.tanh(self.wte(ids) + self.wpe(torch.arange(ids.shape[-1]))[None])
+        h = h * attention_mask.unsqueeze(-1).to(h.dtype)
+        return self.head(h.mean(1))
+
+
+def test_a_reshaped_ids_lookup_keeps_the_inputs_batch_dim(tmp_path):
+    net = CausalNet().eval()
+    path = tmp_path / "causal.onnx"
+    names = ["input_ids", "attention_mask"]
+    example = tokens(2, 5)
+    torch.onnx.export(net, tuple(example[n] for n in names), str(path), dynamo=False, opset_version=17,
+                      input_names=names, output_names=["logits"],
+                      dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}})
+    assert any(n.op_type == "Reshape" for n in onnx.load(path).graph.node)
+    feeds = {n: tokens(3, 6)[n] for n in names}
+    target = net(*(feeds[n] for n in names)).argmax(1)
+    expected = LayerIntegratedGradients(net, net.wte).attribute(
+        tuple(feeds[n] for n in names), baselines=(torch.full_like(feeds["input_ids"], PAD), feeds["attention_mask"]),
+        target=target, n_steps=8, method="riemann_right").detach().numpy()
+    out, model = explain(path, "integrated_gradients", feeds, params={"steps": 8, "reference_token": PAD})
+    assert relative_error(out["integrated_gradients"], expected.sum(-1)) < TOL
+    declared = next(o for o in model.graph.output if o.name == "integrated_gradients").type.tensor_type.shape.dim
+    assert [d.dim_param for d in declared] == ["batch", "sequence"]
