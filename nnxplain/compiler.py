@@ -97,6 +97,9 @@ def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output
     selection, each method's backward pass or sampled passes, and one output per method. `skipped`:
     canonicalize's reasons, for errors at what an unfolded rewrite left. wrt, per_dimension: as compile's."""
     inputs = explained_inputs(graph, wrt)
+    if per_dimension and not any(hidden_axes(x) for x in inputs):
+        raise NnxplainError(f"per_dimension is for embeddings (token models); input '{inputs[0].name}' is explained "
+                            f"itself, one value per element already")
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
     model_inputs = list(graph.inputs)
@@ -400,7 +403,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
 def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -> dict:
     """The forward pass on the reference input (every element `reference_inputs`), shaped like the
-    explained input: {tensor name in the explained pass: the same tensor in the reference pass}."""
+    explained input: {tensor name in the explained pass: the same tensor in the reference pass}.
+    Inside a sampling method's block, the model's other inputs are read as the block repeats them
+    (context["repeated"])."""
     if len(inputs) != 1:
         raise NnxplainError(f"method '{method.name}' explains models with one float input")
     x = inputs[0]
@@ -410,7 +415,8 @@ def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -
     ref.dtype, ref.shape = x.dtype, x.shape
     batch = None if x is original else (original.shape or [None])[0]
     symbol = (x.shape or [None])[0]  # the reference pass has the explained pass's batch
-    mapping, copies = copy_forward(e, nodes, {original.name: ref}, batch, "reference", symbol)
+    mapping, copies = copy_forward(e, nodes, {original.name: ref, **context.get("repeated", {})}, batch, "reference",
+                                   symbol)
     references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
     for node in copies:
         node.name = f"{method.name}/reference/forward/{node.name.strip('/')}"

@@ -149,7 +149,7 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
         value = e.Mul(mask_big, y_big)
         seed = {"one": mask_big, "value": value, "positive_value": e.Relu(value)}[base.start]
         with e.scope(f"s{block}"):  # the block's backward pass: <method>/s<k>/<model node>/<rule>/...
-            [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context, nodes=copies)
+            [(_, r_big)] = explain(e, base, [x_big], y_big, seed, {**context, "repeated": repeated}, nodes=copies)
         for node in copies:  # rules have matched the original names; now make them unique
             node.name = f"{method.name}/s{block}/forward/{node.name.strip('/')}"
         r = e.Reshape(r_big, e.Concat(e.ints([n, -1]), sample_dims, axis=0))       # [n, B, ...]
