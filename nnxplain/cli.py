@@ -543,7 +543,9 @@ def _analyze_text(args, methods):
     elif args.neuron:
         raise NnxplainError("--neuron needs --neuron-selection index")
     # the noise of noise=input follows the explained input: a float one, or the ids an embedding looks up
-    explained_input = next((m.name for m in metas if m.type == "tensor(float)"), metas[0].name)
+    import json
+    named = json.loads({p.key: p.value for p in model.metadata_props}.get("nnxplain.explained_inputs", "[]"))
+    explained_input = next((n for n in named if n in feeds), metas[0].name)
     scores, results = _run_batched(sess, [explained, name], feeds, explained_input, args.batch_size,
                                    {method.name: method.params.get("seed", 0)})
     relevance = results[name]

@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 from .backward import propagate
 from .canonicalize import canonical_graph, unfolded_batchnorms
 from .emitter import FLOAT, Emitter
-from .explained import explained_inputs, hidden_axes
+from .explained import explained_inputs, fed_input, hidden_axes
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
@@ -90,10 +90,11 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     source = source_of(model)  # first, while no copy of the weights is alive
     skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
     graph = canonical_graph(model, keep_softmax, skipped)
+    explained = [fed_input(t) for t in explained_inputs(graph, wrt)]
     position = explained_position(graph, explained_output(graph, output), position)
     graph = build(graph, resolved, neuron_selection, output, patterns, skipped, wrt, per_dimension, position)
     model = export(graph)
-    describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
+    describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax, explained)
     if position is not None:  # which position of a sequence output is explained (-1: the last)
         model.metadata_props.add(key=POSITION_KEY, value=str(position))
     return model
@@ -106,6 +107,9 @@ def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output
     selection, each method's backward pass or sampled passes, and one output per method. `skipped`:
     canonicalize's reasons, for errors at what an unfolded rewrite left. wrt, per_dimension: as compile's."""
     inputs = explained_inputs(graph, wrt)
+    if per_dimension and not any(hidden_axes(x) for x in inputs):
+        raise NnxplainError(f"per_dimension is for embeddings (token models); input '{inputs[0].name}' is explained "
+                            f"itself, one value per element already")
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
     model_inputs = list(graph.inputs)
@@ -195,7 +199,7 @@ def source_of(model) -> tuple[str, str]:
 
 
 def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Method], neuron_selection: str,
-             explained: str, keep_softmax: bool):
+             explained: str, keep_softmax: bool, explained_inputs: list[str] = ()):
     """What the explainer computes, in its metadata_props (README: the compiled graph)."""
     outputs = [o.name for o in model.graph.output]
     entries = []
@@ -218,6 +222,8 @@ def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Meth
         "nnxplain.explained_output": explained,
         "nnxplain.neuron_selection": neuron_selection,
         "nnxplain.keep_softmax": json.dumps(bool(keep_softmax)),
+        # the inputs explained; for an embedding the ids' input, whose lookup it is
+        "nnxplain.explained_inputs": json.dumps(list(explained_inputs)),
         "nnxplain.methods": json.dumps(entries, sort_keys=True),
     }
     model.producer_name, model.producer_version = "nnxplain", __version__
@@ -493,7 +499,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
 def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -> dict:
     """The forward pass on the reference input (every element `reference_inputs`), shaped like the
-    explained input: {tensor name in the explained pass: the same tensor in the reference pass}."""
+    explained input: {tensor name in the explained pass: the same tensor in the reference pass}.
+    Inside a sampling method's block, the model's other inputs are read as the block repeats them
+    (context["repeated"])."""
     if len(inputs) != 1:
         raise NnxplainError(f"method '{method.name}' explains models with one float input")
     x = inputs[0]
@@ -503,7 +511,8 @@ def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -
     ref.dtype, ref.shape = x.dtype, x.shape
     batch = None if x is original else (original.shape or [None])[0]
     symbol = (x.shape or [None])[0]  # the reference pass has the explained pass's batch
-    mapping, copies = copy_forward(e, nodes, {original.name: ref}, batch, "reference", symbol)
+    mapping, copies = copy_forward(e, nodes, {original.name: ref, **context.get("repeated", {})}, batch, "reference",
+                                   symbol)
     references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
     for node in copies:
         node.name = f"{method.name}/reference/forward/{node.name.strip('/')}"

@@ -72,6 +72,12 @@ def table_of(x: gs.Tensor) -> np.ndarray | None:
     return producer.inputs[0].values
 
 
+def fed_input(x: gs.Tensor) -> str:
+    """The name of the model input whose samples x's explanation follows: x's own, or for a lookup's
+    output the ids' input."""
+    return lookup_input(x.inputs[0]).name if table_of(x) is not None else x.name
+
+
 def hidden_axes(x: gs.Tensor) -> list[int]:
     """The axes of a lookup's output that a table row spans (summed for the relevance per token);
     none for an input."""
@@ -83,16 +89,19 @@ def hidden_axes(x: gs.Tensor) -> list[int]:
 
 
 def _output(node: gs.Node) -> gs.Tensor:
-    """The lookup's output, with its shape set where inference left it unknown (the ids' shape
-    followed by a row's)."""
-    x = node.outputs[0]
+    """The lookup's output, its shape completed from the ids input's where inference left dims
+    unnamed (a Reshape(ids, [-1, seq]) gives GPT-2's an unnamed batch dim): the ids input's dims
+    followed by a row's. The output's batch dim is then the input's, which the explainer's outputs
+    and a sampling method's held inputs go by."""
+    x, ids, table = node.outputs[0], lookup_input(node), node.inputs[0].values
+    if ids.shape is None:
+        raise UnsupportedError(f"input '{ids.name}' declares no shape; the explainer needs at least its rank")
+    declared = list(ids.shape) + list(table.shape[1:])
     if x.shape is None:
-        ids, table = node.inputs[1], node.inputs[0].values
-        if ids.shape is None:
-            raise UnsupportedError(f"input '{lookup_input(node).name}' declares no shape; the explainer needs at "
-                                   f"least its rank")
-        x.shape = list(ids.shape) + list(table.shape[1:])
-    x.dtype = x.dtype or node.inputs[0].values.dtype
+        x.shape = declared
+    elif len(x.shape) == len(declared):
+        x.shape = [own if isinstance(own, (int, np.integer)) else d for own, d in zip(x.shape, declared)]
+    x.dtype = x.dtype or table.dtype
     return x
 
 

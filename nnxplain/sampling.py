@@ -99,6 +99,10 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
                             f"methods fold the samples into the batch and need a dynamic one")
     static = all(isinstance(d, (int, np.integer)) for d in dims)
     sample_dims = e.ints(dims) if static else e.Slice(e.Shape(x), e.ints([1]), e.ints([rank]))  # x's dims 1..
+
+    def shape(lead: list) -> gs.Tensor:
+        """lead followed by x's dims 1..: a constant where those are static."""
+        return e.ints(lead + dims) if static else e.Concat(e.ints(lead), sample_dims, axis=0)
     total = sample_count(method)
     chunk = int(method.params.get("chunk", 0)) or total
     kind, reduce = method.sampling["inputs"], method.sampling["reduce"]
@@ -130,7 +134,7 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
             block_alphas = alphas[start:start + n].astype(FLOAT).reshape([n] + [1] * rank)
             samples = e.Add(e.Mul(e.Unsqueeze(delta, e.ints([0])), e.const(block_alphas)), reference)
         if total_sum is None:
-            x_big = e.Reshape(samples, e.Concat(e.ints([-1]), sample_dims, axis=0))  # [n*B, ...]
+            x_big = e.Reshape(samples, shape([-1]))                                # [n*B, ...]
         else:
             # The block's shape is read from the previous block's sum: a real dependency, so ONNX
             # Runtime finishes a block (and frees its intermediates) before it starts the next one;
@@ -149,10 +153,10 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
         value = e.Mul(mask_big, y_big)
         seed = {"one": mask_big, "value": value, "positive_value": e.Relu(value)}[base.start]
         with e.scope(f"s{block}"):  # the block's backward pass: <method>/s<k>/<model node>/<rule>/...
-            [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context, nodes=copies)
+            [(_, r_big)] = explain(e, base, [x_big], y_big, seed, {**context, "repeated": repeated}, nodes=copies)
         for node in copies:  # rules have matched the original names; now make them unique
             node.name = f"{method.name}/s{block}/forward/{node.name.strip('/')}"
-        r = e.Reshape(r_big, e.Concat(e.ints([n, -1]), sample_dims, axis=0))       # [n, B, ...]
+        r = e.Reshape(r_big, shape([n, -1]))                                       # [n, B, ...]
         if weights is not None:  # a weighted sum (trapezoid): weights times steps, so the mean below is it
             r = e.Mul(r, e.const((weights[start:start + n] * total).astype(FLOAT).reshape([n] + [1] * rank)))
         part_sum = e.ReduceSum(r, e.ints([0]), keepdims=0)
@@ -190,12 +194,7 @@ def path_reference(e: Emitter, method, x: gs.Tensor) -> gs.Tensor:
 def held_inputs(model_inputs: list, x: gs.Tensor, batch) -> list:
     """The model's inputs that a sampled copy of the forward pass repeats along the folded batch:
     every input but x whose first dim is x's batch dim (by name); the others are shared as they are."""
-    held = []
-    for t in model_inputs:
-        if t is x or not t.shape or t.shape[0] != batch:
-            continue
-        held.append(t)
-    return held
+    return [t for t in model_inputs if t is not x and t.shape and t.shape[0] == batch]
 
 
 def forward_nodes(graph: gs.Graph, sources: list) -> list:

@@ -78,7 +78,7 @@ def perturbation_support(model: onnx.ModelProto, method) -> tuple[bool, str]:
         inputs = explained_inputs(gs.import_onnx(model))
     except NnxplainError as exc:
         return False, str(exc)
-    if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        found = ", ".join(f"'{t.name}' of rank {len(t.shape)}" for t in inputs)
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].inputs:  # inputs: computed, an embedding
+        found = ", ".join("token ids" if t.inputs else f"'{t.name}' of rank {len(t.shape)}" for t in inputs)
         return False, f"perturbation methods (occlusion, LIME) need images: one float input [N, C, H, W] (the model has {found})"
     return True, "analyze and evaluate: no compiled graph"

@@ -250,7 +250,5 @@ def test_the_analyzer_takes_a_token_models_inputs_by_name(tmp_path):
     analyzer = nnxplain.create_analyzer("gradient", export(net, tmp_path / "lm.onnx"), position=2)
     r = analyzer.analyze({"input_ids": IDS, "attention_mask": MASK})
     assert relative_error(r, lm_gradient(net, 2)[0]) < 1e-5
-    with pytest.raises(NnxplainError, match="analyze\\(X\\): X has no input 'attention_mask'"):
+    with pytest.raises(NnxplainError, match="X lacks 'attention_mask'"):
         analyzer.analyze({"input_ids": IDS})
-    with pytest.raises(NnxplainError, match="this model has 2 inputs \\(input_ids, attention_mask\\); give analyze a dict"):
-        analyzer.analyze(IDS)

@@ -121,10 +121,12 @@ def test_wrt_naming_nothing_explainable_is_one_clear_error(two_inputs):
         nnxplain.compile(path, ["gradient"], wrt="y")
 
 
-def test_reference_token_on_a_float_input_is_refused(two_inputs):
+def test_embedding_options_on_a_float_input_are_refused(two_inputs):
     _, path = two_inputs
     with pytest.raises(NnxplainError, match="reference_token is for embeddings"):
         nnxplain.compile(path, ["integrated_gradients"], params={"reference_token": 0})
+    with pytest.raises(NnxplainError, match="per_dimension is for embeddings"):
+        nnxplain.compile(path, ["gradient"], per_dimension=True)
 
 
 def image(h, w, n=2):
@@ -186,3 +188,22 @@ def test_support_lists_every_method_on_a_model_with_dynamic_dims(dynamic_image, 
         assert f"  {name} " in listed and "applicable" in listed.split(f"  {name} ")[1].splitlines()[0]
         assert "not applicable" not in listed.split(f"  {name} ")[1].splitlines()[0]
     assert code == 0
+
+
+def test_a_smoothed_deeplift_reads_the_held_input_repeated(two_inputs, tmp_path):
+    """DeepLIFT's reference pass inside a sampling block reads the state as the block repeats it: the
+    smoothed method equals the mean of plain deeplift over the noisy signals, the state fixed."""
+    _, path = two_inputs
+    (tmp_path / "smooth_deeplift.toml").write_text(
+        'description = "SmoothGrad over DeepLIFT"\nkind = "sampling"\nbase = "deeplift"\n'
+        '[sampling]\ninputs = "noise"\nreduce = "mean"\n'
+        '[params]\naugment_by_n = 4\nnoise_scale = 0.5\nseed = 2\nnoise = "input"\nreference_inputs = 0.0\n')
+    feeds = two_feeds()
+    unit = noise((4, 3, 6), seed=2)
+    smoothed, _ = run(path, str(tmp_path / "smooth_deeplift.toml"),
+                      {**feeds, "smooth_deeplift/noise": torch.from_numpy(unit)}, neuron_selection="all")
+    noisy = {"signal": (feeds["signal"].numpy()[None] + 0.5 * unit).reshape(-1, 6),
+             "state": np.tile(feeds["state"].numpy(), (4, 1))}
+    plain = nnxplain.compile(path, ["deeplift"], neuron_selection="all", wrt="signal")  # the state as it is
+    each = session(plain).run(["deeplift"], noisy)[0]
+    assert relative_error(smoothed["smooth_deeplift/signal"], each.reshape(4, 3, 6).mean(0)) < TOL
