@@ -560,7 +560,8 @@ def _analyze_text(args, methods):
                                       per_token)
         scores = scores[:, position] if position is not None else scores.reshape(len(scores), -1)
         labels = [label.replace("\n", "  ") for label in _picture_labels(indices, scores, neurons, None)]
-        title = f"{name}" + ("" if position is None else f" at position {position}" + (" (the last)" if position == -1 else ""))
+        where = "" if position is None else f" at position {position}" + (" (the last)" if position == -1 else "")
+        title = name + where
         draw = vis.token_html if args.out.endswith(".html") else vis.token_png
         data = draw(texts, values, labels, title=title, percentile=args.percentile)
     write_atomic(args.out, data)

@@ -385,8 +385,8 @@ def token_html(texts: list[list[str]], relevance: list, labels: list[str] | None
 
 
 def _token_scale(percentile: float) -> str:
-    clip = f"full colour at the {percentile:g}th percentile of |value|" if percentile < 100 else "full colour at the maximum |value|"
-    return f"each text its own scale, {clip}"
+    clip = f"the {percentile:g}th percentile of |value|" if percentile < 100 else "the maximum |value|"
+    return f"each text its own scale, full colour at {clip}"
 
 
 def token_png(texts: list[list[str]], relevance: list, labels: list[str] | None = None, title: str = "",
