@@ -133,3 +133,40 @@ def test_the_gradient_of_a_strided_conv_fits_the_run_time_size(tmp_path, kernel,
         net(x).sum().backward()
         (out,) = sess.run(["gradient"], {"x": x.detach().numpy()})
         assert relative_error(out, x.grad.numpy()) < TOL, size
+
+
+class Pooled(torch.nn.Module):
+    """A Conv, then a pool, then Flatten: with dynamic spatial dims the output's second dim is named
+    by no input (the explainer declares it unnamed)."""
+
+    def __init__(self, pool):
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv, self.pool = torch.nn.Conv2d(2, 3, 3), pool
+
+    def forward(self, x):
+        return self.pool(torch.tanh(self.conv(x))).flatten(1)
+
+
+POOLS = {
+    "avg_k3_s2_p1": torch.nn.AvgPool2d(3, 2, padding=1, count_include_pad=False),
+    "avg_k3_s2_p1_with_pads": torch.nn.AvgPool2d(3, 2, padding=1, count_include_pad=True),
+    "avg_k2_s2": torch.nn.AvgPool2d(2, 2),
+    "max_k3_s2_p1": torch.nn.MaxPool2d(3, 2, padding=1),
+    "global_max": torch.nn.AdaptiveMaxPool2d(1),
+    "global_avg": torch.nn.AdaptiveAvgPool2d(1),
+}
+
+
+@pytest.mark.parametrize("pool", sorted(POOLS))
+def test_pool_gradients_with_dynamic_spatial_dims(tmp_path, pool):
+    net = Pooled(POOLS[pool]).eval()
+    path = tmp_path / "pooled.onnx"
+    torch.onnx.export(net, (torch.randn(1, 2, 9, 9),), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}, "y": {0: "N", 1: "F"}})
+    sess = session(nnxplain.compile(path, ["gradient"], neuron_selection="all"))
+    for size in [(9, 10), (12, 7)]:
+        x = torch.randn(2, 2, *size, generator=torch.Generator().manual_seed(size[0]), requires_grad=True)
+        net(x).sum().backward()
+        (out,) = sess.run(["gradient"], {"x": x.detach().numpy()})
+        assert relative_error(out, x.grad.numpy()) < TOL, size
