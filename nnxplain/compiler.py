@@ -581,5 +581,6 @@ def export(graph: gs.Graph) -> onnx.ModelProto:
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in model.graph.value_info
              if v.type.tensor_type.HasField("shape")}
     del model.graph.value_info[:]  # the normal form stores no intermediate shapes (see portable.py)
+    portable.output_symbols(model.graph)  # inference may name an output's dims anew (unk__N)
     portable.check(model, ranks)
     return model

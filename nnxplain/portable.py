@@ -100,7 +100,7 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     _one_meaning_per_constant(graph, fresh)
     _drop_unused_initializers(graph)
     del graph.value_info[:]
-    _output_symbols(graph)
+    output_symbols(graph)
     return model
 
 
@@ -215,11 +215,11 @@ def store_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     it, dims named only by the inputs' symbols (in place; returned). See rule 3 for why and when."""
     from .load import infer_shapes
     infer_shapes(model, data_prop=True)
-    _output_symbols(model.graph, model.graph.value_info)
+    output_symbols(model.graph, model.graph.value_info)
     return model
 
 
-def _output_symbols(graph, values=()):
+def output_symbols(graph, values=()):
     """Output dims named by a symbol no input defines become unnamed dims."""
     defined = {d.dim_param for v in graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
     for out in list(graph.output) + list(values):

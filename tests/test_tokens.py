@@ -152,8 +152,8 @@ def test_integrated_gradients_from_zero_embeddings(token_model):
     assert relative_error(out["integrated_gradients"], expected.sum(-1)) < TOL
 
 
-@pytest.mark.parametrize("source", ["graph", "input"])
-def test_smoothgrad_adds_the_noise_to_the_embedding(token_model, source):
+@pytest.mark.parametrize("method, source", [("smoothgrad", "graph"), ("smoothgrad", "input"), ("vargrad", "graph")])
+def test_noise_methods_add_the_noise_to_the_embedding(token_model, method, source):
     """The noise lives in embedding space, [samples, seq, hidden] for every sample of the batch (the
     sequence length known at run time only); mask, type and position embeddings stay as they are."""
     net, path = token_model
@@ -166,14 +166,16 @@ def test_smoothgrad_adds_the_noise_to_the_embedding(token_model, source):
         grad, _ = embedding_gradient(net, feeds, target)
         handle.remove()
         grads.append(grad)
+    grads = np.asarray(grads, np.float64)
+    expected = grads.mean(0) if method == "smoothgrad" else (grads ** 2).mean(0) - grads.mean(0) ** 2
     params = {"augment_by_n": 6, "noise_scale": 0.5, "seed": 7, "noise": source}
-    model = nnxplain.compile(path, ["smoothgrad"], params=params, per_dimension=True)
+    model = nnxplain.compile(path, [method], params=params, per_dimension=True)
     analyzer_feeds = {k: v.numpy() for k, v in feeds.items()}
-    analyzer = nnxplain.create_analyzer("smoothgrad", path, per_dimension=True, **params)
-    assert relative_error(analyzer.analyze(analyzer_feeds), np.mean(grads, axis=0)) < TOL  # noise fed if an input
+    analyzer = nnxplain.create_analyzer(method, path, per_dimension=True, **params)
+    assert relative_error(analyzer.analyze(analyzer_feeds), expected) < TOL  # the noise fed where it is an input
     if source == "graph":
         out = dict(zip([o.name for o in model.graph.output], session(model).run(None, analyzer_feeds)))
-        assert relative_error(out["smoothgrad"], np.mean(grads, axis=0).sum(-1)) < TOL
+        assert relative_error(out[method], expected.sum(-1)) < TOL
 
 
 def test_the_word_embedding_is_the_default_and_wrt_chooses_another(token_model):

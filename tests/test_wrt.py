@@ -1,13 +1,12 @@
-"""What is explained (`wrt`), and sampling methods on the models they used to refuse: several float
-inputs (the first, or the one `wrt` names, is explained; the others are held fixed for every sample)
-and inputs with dynamic dims after the batch ([N, 3, 'H', 'W']). Oracles: Captum and torch autograd."""
+"""What is explained (`wrt`), and sampling methods on models with several float inputs: the first, or
+the one `wrt` names, is explained; the others are held fixed for every sample. Oracles: Captum and
+torch autograd."""
 import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
 import nnxplain
-from nnxplain.cli import main
 from nnxplain.errors import NnxplainError
 from nnxplain.runtime import session
 from nnxplain.sampling import noise
@@ -30,19 +29,6 @@ class TwoInputs(torch.nn.Module):
         return self.head(torch.tanh(self.signal(signal) * 0.5 + self.state(state)))
 
 
-class DynamicImage(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.head = torch.nn.Linear(4, 5)
-        with torch.no_grad():  # tanh well into its curve: gradients that vary with the noise (vargrad)
-            self.conv.weight *= 3
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.conv(x)).mean((2, 3)))
-
-
 @pytest.fixture(scope="module")
 def two_inputs(tmp_path_factory):
     net = TwoInputs().eval()
@@ -50,15 +36,6 @@ def two_inputs(tmp_path_factory):
     torch.onnx.export(net, (torch.randn(1, 6), torch.randn(1, 4)), str(path), dynamo=False, opset_version=17,
                       input_names=["signal", "state"], output_names=["y"],
                       dynamic_axes={"signal": {0: "N"}, "state": {0: "N"}, "y": {0: "N"}})
-    return net, path
-
-
-@pytest.fixture(scope="module")
-def dynamic_image(tmp_path_factory):
-    net = DynamicImage().eval()
-    path = tmp_path_factory.mktemp("dynamic") / "dynamic.onnx"
-    torch.onnx.export(net, (torch.randn(1, 3, 6, 6),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}, "y": {0: "N"}})
     return net, path
 
 
@@ -127,67 +104,6 @@ def test_embedding_options_on_a_float_input_are_refused(two_inputs):
         nnxplain.compile(path, ["integrated_gradients"], params={"reference_token": 0})
     with pytest.raises(NnxplainError, match="per_dimension is for embeddings"):
         nnxplain.compile(path, ["gradient"], per_dimension=True)
-
-
-def image(h, w, n=2):
-    return torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
-
-
-@pytest.mark.parametrize("size", [(6, 6), (5, 9)])
-def test_integrated_gradients_with_dynamic_spatial_dims(dynamic_image, size):
-    net, path = dynamic_image
-    x = image(*size)
-    expected = IntegratedGradients(net).attribute(x, target=net(x).argmax(1), n_steps=10, method="riemann_right")
-    out, _ = run(path, "integrated_gradients", {"x": x}, params={"steps": 10, "chunk": 4})
-    assert relative_error(out["integrated_gradients"], expected.detach().numpy()) < TOL
-
-
-class SameNoise:
-    """Captum's NoiseTunnel with the graph's noise: it repeats each input n times (batch-major);
-    our noise is sample-major, [n, batch, ...]."""
-
-    def __init__(self, monkeypatch, unit_noise):
-        def add_noise(input, stdev, n):
-            moved = torch.from_numpy(unit_noise).transpose(0, 1).reshape(input.shape[0] * n, *input.shape[1:])
-            return input.repeat_interleave(n, dim=0) + stdev * moved
-        monkeypatch.setattr(NoiseTunnel, "_add_noise_to_input", staticmethod(add_noise))
-
-
-@pytest.mark.parametrize("method, nt_type", [("smoothgrad", "smoothgrad"), ("vargrad", "vargrad")])
-@pytest.mark.parametrize("source", ["graph", "input"])
-def test_noise_methods_with_dynamic_spatial_dims(dynamic_image, monkeypatch, method, nt_type, source):
-    """The in-graph generator reads the dims at run time and draws what it draws for static dims."""
-    net, path = dynamic_image
-    x = image(5, 7)
-    unit = noise((6,) + tuple(x.shape), seed=4)
-    SameNoise(monkeypatch, unit)
-    expected = NoiseTunnel(Saliency(net)).attribute(x, nt_type=nt_type, nt_samples=6, stdevs=1.0,
-                                                    target=net(x).argmax(1), abs=False)
-    params = {"augment_by_n": 6, "noise_scale": 1.0, "seed": 4, "noise": source}
-    feeds = {"x": x} if source == "graph" else {"x": x, f"{method}/noise": torch.from_numpy(unit)}
-    out, _ = run(path, method, feeds, params=params)
-    assert relative_error(out[method], expected.detach().numpy()) < TOL
-
-
-def test_random_with_dynamic_dims_draws_the_static_numbers(dynamic_image):
-    _, path = dynamic_image
-    out, _ = run(path, "random", {"x": image(4, 5)}, params={"seed": 3})
-    expected = noise((1, 1, 3, 4, 5), seed=3)[0]
-    # the same numbers up to the engine's log and cos (an ulp or so; see nnxplain/noise.py)
-    assert relative_error(out["random"], np.broadcast_to(expected, (2, 3, 4, 5))) < 1e-6
-
-
-def test_support_lists_every_method_on_a_model_with_dynamic_dims(dynamic_image, capsys):
-    _, path = dynamic_image
-    code = main(["support", str(path)])
-    listed = capsys.readouterr().out.split("methods:")[1]
-    from nnxplain.methods import available
-    for name in available():
-        assert f"  {name} " in listed
-    for name in ("integrated_gradients", "smoothgrad", "vargrad", "gradient", "random"):
-        assert f"  {name} " in listed and "applicable" in listed.split(f"  {name} ")[1].splitlines()[0]
-        assert "not applicable" not in listed.split(f"  {name} ")[1].splitlines()[0]
-    assert code == 0
 
 
 def test_a_smoothed_deeplift_reads_the_held_input_repeated(two_inputs, tmp_path):
