@@ -117,3 +117,31 @@ def test_text_models_equal_captums_layer_methods_at_the_word_embeddings(name, ex
     got = dict(zip([o.name for o in run.get_outputs()], run.run(None, feeds)))
     errors = {key: relative_error(got[key], want) for key, want in expected.items()}
     assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_the_bert_command_line_writes_a_token_heatmap(exporter, tmp_path, capsys):
+    """`nnxplain analyze bert.onnx --method integrated_gradients --input tokens.npz -o tokens.html` on a
+    model with int64 ids: the heatmap holds every attended token's relevance, which is Captum's
+    LayerIntegratedGradients (from the reference token 0, as the command line is given it)."""
+    from nnxplain.cli import main
+    feeds = modern.example_inputs("bert")
+    np.savez(tmp_path / "tokens.npz", **feeds)
+    path = modern.MODERN_DIR / f"bert{EXPORTERS[exporter]}.onnx"
+    common = ["analyze", str(path), "--method", "integrated_gradients", "--input", str(tmp_path / "tokens.npz"),
+              "-p", "reference_token=0", "-p", f"steps={STEPS}"]
+    assert main(common + ["-o", str(tmp_path / "tokens.html")]) == 0
+    assert main(common + ["-o", str(tmp_path / "tokens.npy")]) == 0
+    html = (tmp_path / "tokens.html").read_text()
+    relevance = np.load(tmp_path / "tokens.npy")
+    assert relevance.shape == feeds["input_ids"].shape
+    net = modern.build("bert")
+    inputs = tuple(torch.from_numpy(v) for v in feeds.values())
+    with torch.no_grad():
+        index = net(*inputs).argmax(1)
+    expected = LayerIntegratedGradients(net, net.model.get_input_embeddings()).attribute(
+        inputs, baselines=(torch.zeros_like(inputs[0]), *inputs[1:]), target=index, n_steps=STEPS,
+        method="riemann_right").sum(-1).detach().numpy()
+    assert relative_error(relevance, expected) < TOL
+    attended = int(feeds["attention_mask"].sum())
+    assert html.count('title="') >= attended  # one hover value per attended token
