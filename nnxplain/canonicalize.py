@@ -33,13 +33,13 @@ def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False,
                  skipped: list[Skipped] | None = None) -> onnx.ModelProto:
     """The canonical model. `skipped`: a list to which each rewrite that was checked at a node and did
     not apply adds why (nnxplain support prints them)."""
-    graph = gs.import_onnx(proto)
-    _fold_constants(graph)
+    graph = _folded(gs.import_onnx(proto), proto.opset_import)
     for rewrite in REWRITES:
         if keep_softmax and rewrite is strip_output_softmax.REWRITE:
             continue
         apply(rewrite, graph, skipped)
     graph.cleanup().toposort()
+    _name_unnamed_nodes(graph)
     out = gs.export_onnx(graph)
     out.ir_version = IR_VERSION
     del out.opset_import[:]
@@ -49,6 +49,20 @@ def canonicalize(proto: onnx.ModelProto, keep_softmax: bool = False,
     except Exception as exc:  # onnx's ValidationError / InferenceError: constants folded, shapes disagree
         raise NnxplainError(f"the model's shapes do not agree once its constants are folded: "
                             f"{first_line(exc)}") from None
+
+
+def _name_unnamed_nodes(graph: gs.Graph):
+    """Give every unnamed node a name of its own (its op and position): copies of the forward pass
+    (sampling blocks, DeepLIFT's reference pass) are named after the nodes they copy, and ONNX
+    Runtime refuses two nodes of one name."""
+    taken = {node.name for node in graph.nodes if node.name}
+    for i, node in enumerate(graph.nodes):
+        if not node.name:
+            name = f"{node.op}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
 
 
 def canonical_graph(model, keep_softmax: bool = False, skipped: list | None = None) -> gs.Graph:
@@ -86,6 +100,31 @@ def _fold_constants(graph: gs.Graph):
         return  # folding would materialize it (even as an intermediate): fold nothing
     with quiet_sessions():  # graphsurgeon folds with ONNX Runtime sessions of its own
         graph.fold_constants(error_ok=True, size_threshold=limit).cleanup()
+
+
+def _folded(graph: gs.Graph, opsets, passes: int = 8) -> gs.Graph:
+    """The graph with its constant parts folded, shape computations included. Folding a Shape needs
+    its input's dims known, and the dims after a Pad or Reshape whose sizes were computed from shapes
+    (torchvision's Swin pads to a multiple of its window that way) are known only once those sizes are
+    folded and shapes inferred again: so fold and infer again while that removes Shape nodes."""
+    _fold_constants(graph)
+    for _ in range(passes):
+        shapes = sum(node.op == "Shape" for node in graph.nodes)
+        if not shapes:
+            break
+        model = gs.export_onnx(graph.cleanup())
+        del model.graph.value_info[:]  # the dims inferred before folding: inferred again from the folded sizes
+        del model.opset_import[:]
+        model.opset_import.extend(opsets)
+        model.ir_version = IR_VERSION
+        try:
+            graph = gs.import_onnx(infer_shapes(model, data_prop=True))
+        except Exception:  # the shapes disagree: the final inference below says so
+            break
+        _fold_constants(graph)
+        if sum(node.op == "Shape" for node in graph.nodes) == shapes:
+            break
+    return graph
 
 
 def _largest_foldable(graph: gs.Graph) -> int:

@@ -13,7 +13,8 @@ import onnx_graphsurgeon as gs
 
 from .backward import depends_on, propagate
 from .canonicalize import canonical_graph, unfolded_batchnorms
-from .emitter import FLOAT, Emitter, static_dims
+from .emitter import FLOAT, Emitter
+from .explained import explained_inputs, fed_input, hidden_axes
 from . import noise, portable
 from ._version import __version__
 from .errors import InternalError, NnxplainError, UnsupportedError
@@ -26,6 +27,7 @@ from .sampling import copy_forward, explain_sampled, forward_nodes
 
 SELECTION_MODES = ("max_activation", "index", "all")
 NEURON_INPUT = "neuron"
+POSITION_KEY = "nnxplain.position"  # metadata: the explained position of a sequence output
 
 
 def without_gc(fn):
@@ -48,7 +50,8 @@ def without_gc(fn):
 @without_gc
 def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selection: str = "max_activation",
             params: dict | None = None, output: str | None = None, keep_softmax: bool = False,
-            patterns=None) -> onnx.ModelProto:
+            patterns=None, wrt: str | None = None, per_dimension: bool = False,
+            position: str | int | None = None) -> onnx.ModelProto:
     """Compile an explainer: the model's own outputs plus one output per method, named as the method.
 
     methods: names of built-in methods, paths of method files, or Method objects.
@@ -58,15 +61,24 @@ def compile(model: str | os.PathLike | onnx.ModelProto, methods, neuron_selectio
     output: which model output to explain (default: the first).
     patterns: for pattern.net / pattern.attribution, the fitted patterns (a Patterns object or the
     path of a patterns file from `nnxplain fit`).
+    wrt: what to explain (default: the float inputs, or a token model's word embeddings; see
+    nnxplain.explained): a float input, an int input read by an embedding lookup, or a lookup's
+    table or output, by name. For a lookup the output `<method>` is the relevance per token (summed
+    over the hidden dimension); per_dimension adds `<method>/per_dimension`, not summed.
+    position: for an output [batch, positions, scores] (a language model's logits, token
+    classification), the position whose scores the neuron is selected from: "last", or an index
+    (negative counts from the end); see explained_position for the default.
     """
     try:
-        return _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns)
+        return _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, wrt, per_dimension,
+                        position)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         # onnx's own errors from wherever they arise: the Python API raises NnxplainError only
         raise NnxplainError(f"onnx rejects the model: {first_line(exc)}") from None
 
 
-def _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns) -> onnx.ModelProto:
+def _compile(model, methods, neuron_selection, params, output, keep_softmax, patterns, wrt=None,
+             per_dimension=False, position=None) -> onnx.ModelProto:
     if neuron_selection not in SELECTION_MODES:
         raise NnxplainError(f"neuron selection '{neuron_selection}' is unknown (choose from {', '.join(SELECTION_MODES)})")
     resolved = resolve_methods(methods, params or {})
@@ -77,40 +89,62 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
                                 f"nnxplain.perturbation.run('{method.name}', model, x))")
     source = source_of(model)  # first, while no copy of the weights is alive
     skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
-    graph = build(canonical_graph(model, keep_softmax, skipped), resolved, neuron_selection, output, patterns, skipped)
+    graph = canonical_graph(model, keep_softmax, skipped)
+    explained = [fed_input(t) for t in explained_inputs(graph, wrt)]
+    position = explained_position(graph, explained_output(graph, output), position)
+    graph = build(graph, resolved, neuron_selection, output, patterns, skipped, wrt, per_dimension, position)
     model = export(graph)
-    describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax)
+    describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax, explained)
+    if position is not None:  # which position of a sequence output is explained (-1: the last)
+        model.metadata_props.add(key=POSITION_KEY, value=str(position))
     return model
 
 
 def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output: str | None,
-          patterns=None, skipped: list = ()) -> gs.Graph:
+          patterns=None, skipped: list = (), wrt: str | None = None, per_dimension: bool = False,
+          position: str | int | None = None) -> gs.Graph:
     """Add the explanation of each method to the canonical graph (in place; returned): the neuron
     selection, each method's backward pass or sampled passes, and one output per method. `skipped`:
-    canonicalize's reasons, for errors at what an unfolded rewrite left."""
-    inputs = explained_inputs(graph)
+    canonicalize's reasons, for errors at what an unfolded rewrite left. wrt, per_dimension: as compile's."""
+    inputs = explained_inputs(graph, wrt)
+    if per_dimension and not any(hidden_axes(x) for x in inputs):
+        raise NnxplainError(f"per_dimension is for embeddings (token models); input '{inputs[0].name}' is explained "
+                            f"itself, one value per element already")
     y = explained_output(graph, output)
     check_float_path(graph, inputs, y)
-    forward = forward_nodes(graph, inputs[0])
+    model_inputs = list(graph.inputs)
     # what rules and methods may need besides their parameters: "model_nodes", the model's own nodes
-    # (not the backward passes emitted for earlier methods); "forward", the nodes that depend on the input
+    # (not the backward passes emitted for earlier methods); "forward", the explained tensor and the
+    # nodes that depend on it or on a model input (a sampled copy of the forward pass copies those
+    # that read the explained tensor or an input it repeats); "model_inputs", the model's inputs
     context = {"patterns": bind_patterns(resolved, patterns, graph), "model_nodes": list(graph.nodes),
-               "forward": (inputs[0], forward)}
+               "forward": (inputs[0], forward_nodes(graph, [inputs[0]] + model_inputs)), "model_inputs": model_inputs}
     e = Emitter(graph)
-    mask, valid = selection_mask(e, y, neuron_selection)
+    mask, valid = selection_mask(e, y, neuron_selection, explained_position(graph, y, position))
     explainable = explainable_samples(e, inputs, valid)
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
     for method in resolved:
         with e.scope(method.name):  # every node the method emits is named <method>/...
-            for x, relevance in explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped):
-                name = e.claim(method.name if len(inputs) == 1 else f"{method.name}/{x.name}", "_explanation")
-                out = gs.Variable(name, dtype=x.dtype, shape=x.shape)
-                ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(x.shape) - 1)))
-                nan = e.const(np.array(np.nan, FLOAT))
-                graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
-                graph.outputs.append(out)
+            for x, relevance in explain_method(e, method, inputs, y, mask, seeds, context, skipped):
+                name = method.name if len(inputs) == 1 else f"{method.name}/{x.name}"
+                hidden = hidden_axes(x)
+                if hidden and per_dimension:
+                    add_output(e, name + "/per_dimension", relevance, x.shape, explainable)
+                if hidden:  # an embedding: the relevance per token
+                    relevance = e.ReduceSum(relevance, e.ints(hidden), keepdims=0)
+                add_output(e, name, relevance, [d for i, d in enumerate(x.shape) if i not in hidden], explainable)
     return graph
+
+
+def add_output(e: Emitter, name: str, relevance: gs.Tensor, shape: list, explainable: gs.Tensor):
+    """A graph output `name` (or `name` + "_explanation" where the model has a tensor of that name):
+    the relevance where the sample is explainable, NaN where not."""
+    out = gs.Variable(e.claim(name, "_explanation"), dtype=FLOAT, shape=shape)
+    ok = e.Reshape(explainable, e.ints([-1] + [1] * (len(shape) - 1)))
+    nan = e.const(np.array(np.nan, FLOAT))
+    e.graph.nodes.append(gs.Node("Where", e.fresh("output"), inputs=[ok, relevance, nan], outputs=[out]))
+    e.graph.outputs.append(out)
 
 
 def _stash_constants(graph: gs.Graph) -> dict:
@@ -128,12 +162,12 @@ def _stash_constants(graph: gs.Graph) -> dict:
     return moved
 
 
-def explain_method(e, method, inputs, y, mask, seeds, forward, context, skipped) -> list:
+def explain_method(e, method, inputs, y, mask, seeds, context, skipped) -> list:
     """(input, explanation) for each input, by one method. An error at a node that an unfolded
     BatchNormalization became says why it was not folded (canonicalize's `skipped`)."""
     try:
         if method.kind == "sampling":
-            return explain_sampled(e, method, method.base_method(), inputs, y, mask, forward, explain, context)
+            return explain_sampled(e, method, method.base_method(), inputs, y, mask, explain, context)
         return explain(e, method, inputs, y, seeds[method.start], context)
     except NnxplainError as exc:
         message = unfolded_batchnorms(str(exc), skipped)
@@ -165,7 +199,7 @@ def source_of(model) -> tuple[str, str]:
 
 
 def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Method], neuron_selection: str,
-             explained: str, keep_softmax: bool):
+             explained: str, keep_softmax: bool, explained_inputs: list[str] = ()):
     """What the explainer computes, in its metadata_props (README: the compiled graph)."""
     outputs = [o.name for o in model.graph.output]
     entries = []
@@ -188,6 +222,8 @@ def describe(model: onnx.ModelProto, source: tuple[str, str], methods: list[Meth
         "nnxplain.explained_output": explained,
         "nnxplain.neuron_selection": neuron_selection,
         "nnxplain.keep_softmax": json.dumps(bool(keep_softmax)),
+        # the inputs explained; for an embedding the ids' input, whose lookup it is
+        "nnxplain.explained_inputs": json.dumps(list(explained_inputs)),
         "nnxplain.methods": json.dumps(entries, sort_keys=True),
     }
     model.producer_name, model.producer_version = "nnxplain", __version__
@@ -226,19 +262,6 @@ def bind_patterns(methods: list[Method], patterns, graph: gs.Graph):
     return BoundPatterns(patterns, graph)
 
 
-def explained_inputs(graph: gs.Graph) -> list[gs.Variable]:
-    from .backward import FLOAT_TYPES, dtype_name
-    inputs = [t for t in graph.inputs if t.dtype is not None and dtype_name(t.dtype) in FLOAT_TYPES]
-    if not inputs:
-        raise UnsupportedError("the model has no float input to explain")
-    for t in inputs:
-        if dtype_name(t.dtype) != "float32":
-            raise UnsupportedError(f"input '{t.name}' is {dtype_name(t.dtype)}; only float32 models are supported")
-        if t.shape is None:
-            raise UnsupportedError(f"input '{t.name}' declares no shape; the explainer needs at least its rank")
-    return inputs
-
-
 def check_float_path(graph: gs.Graph, inputs: list[gs.Variable], y: gs.Tensor):
     """The explained output must reach the inputs through float tensors: a quantized (int8) or cast
     section in between would silently give zero explanations; so would an If / Loop / Scan whose
@@ -266,16 +289,92 @@ def explained_output(graph: gs.Graph, name: str | None) -> gs.Variable:
     raise NnxplainError(f"the model has no output '{name}' (outputs: {', '.join(t.name for t in graph.outputs)})")
 
 
-def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> tuple[gs.Tensor, gs.Tensor | None]:
-    """1 at the selected output neuron of each sample, 0 elsewhere, shaped like y; and with mode
-    "index", whether each sample's `neuron` is in range (bool [batch]; None otherwise)."""
+def sequence_output(graph: gs.Graph, y: gs.Tensor) -> bool:
+    """Whether y is [batch, positions, scores]: rank 3, its dim 1 an input's dim 1 (the sequence):
+    the same named dim (a dynamic 'sequence'), or, for an integer input [batch, seq] (token ids, an
+    attention mask), the same size."""
+    from .backward import FLOAT_TYPES, dtype_name
+    if y.shape is None or len(y.shape) != 3:
+        return False
+    length = y.shape[1]
+    for x in graph.inputs:
+        if not x.shape or len(x.shape) < 2 or x.shape[1] is None:
+            continue
+        named = isinstance(length, str) and x.shape[1] == length
+        tokens = len(x.shape) == 2 and x.dtype is not None and dtype_name(x.dtype) not in FLOAT_TYPES \
+            and isinstance(length, int) and x.shape[1] == length
+        if named or tokens:
+            return True
+    return False
+
+
+def causal(graph: gs.Graph) -> bool:
+    """Whether the graph builds a causal mask: a Trilu node, as both torch exporters write a causal
+    language model's (GPT-2's) attention mask."""
+    return any(node.op == "Trilu" for node in graph.nodes)
+
+
+def explained_position(graph: gs.Graph, y: gs.Tensor, position: str | int | None) -> int | None:
+    """The position of output y whose scores the neuron is selected from, as an index (-1: the last),
+    or None for an output without positions (its scores are the whole output, flattened per sample).
+
+    `position` ("last", an int, or its text) needs y of shape [batch, positions, scores]. Without one,
+    a sequence output (sequence_output) of a causal model (causal) is explained at its last position,
+    the next-token prediction of a language model; a sequence output of another model (token
+    classification) has no natural position and is refused, naming the output and its shape. Other
+    outputs are flattened per sample as ever. "last" is the last position of the tensor, as Hugging
+    Face's pipelines take it: with right padding, give the last real token's index instead."""
+    shape = "[" + ", ".join(str(d) for d in (y.shape or [])) + "]"
+    if position is None:
+        if not sequence_output(graph, y):
+            return None
+        if causal(graph):
+            return -1
+        raise NnxplainError(f"output '{y.name}' has shape {shape}, scores per position: choose the position to "
+                            f"explain with --position last|N (Python: position=...)")
+    if isinstance(position, str):
+        text = position.strip().lower()
+        try:
+            position = -1 if text == "last" else int(text)
+        except ValueError:
+            raise NnxplainError(f"position '{position}' is not 'last' or a whole number") from None
+    elif isinstance(position, (bool, float)) or not isinstance(position, (int, np.integer)):
+        raise NnxplainError(f"position must be 'last' or a whole number, got {position!r}"[:200])
+    if y.shape is None or len(y.shape) != 3:
+        raise NnxplainError(f"position {position}: output '{y.name}' has shape {shape}; a position is chosen in an "
+                            f"output [batch, positions, scores]")
+    length = y.shape[1]
+    if isinstance(length, int) and not -length <= position < length:
+        raise NnxplainError(f"position {position} is out of range: output '{y.name}' ({shape}) has {length} "
+                            f"positions")
+    return int(position)
+
+
+def selection_mask(e: Emitter, y: gs.Tensor, mode: str, position: int | None = None
+                   ) -> tuple[gs.Tensor, gs.Tensor | None]:
+    """1 at the selected output neuron of each sample, 0 elsewhere, shaped like y; and whether each
+    sample's selection is valid (bool, [batch] or a scalar; None: always): with mode "index", the
+    `neuron` in range; with a position (explained_position), the position in range (a dynamic
+    sequence may be shorter). With a position, the neuron is selected from that position's scores."""
+    at, valid = None, None
+    if position is not None:
+        # the position as a [1, positions, 1] one-hot (OneHot counts a negative index from the end,
+        # as Python does, and gives all zeros past either end)
+        length = e.Gather(e.Shape(y), e.const(np.array(1, np.int64)), axis=0)
+        hot = e.OneHot(e.ints([position]), length, e.const(np.array([0, 1], FLOAT)), axis=-1)  # [1, positions]
+        at = e.Reshape(hot, e.ints([1, -1, 1]))
+        valid = e.Greater(e.ReduceSum(hot, e.ints([0, 1]), keepdims=0), e.const(np.array(0.5, FLOAT)))
+        # the position's scores, [batch, scores]; Where, not a product, keeps other positions' values out
+        zero = e.const(np.array(0.0, FLOAT))
+        scores = e.ReduceSum(e.Where(e.Cast(at, to=onnx.TensorProto.BOOL), y, zero), e.ints([1]), keepdims=0)
     if mode == "all":
-        return e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT)), None
-    scores = e.Flatten(y, axis=1)
+        ones = e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT))
+        return (ones if at is None else e.Mul(ones, at)), valid
+    if at is None:
+        scores = e.Flatten(y, axis=1)
     # the depth is read from the run-time shape (inference can disagree with the engine, e.g. on a
     # ceil_mode pool), as a 0-D scalar (see portable.py)
     depth = e.Gather(e.Shape(scores), e.const(np.array(1, np.int64)), axis=0)
-    valid = None
     if mode == "max_activation":
         index = e.ArgMax(scores, axis=1, keepdims=0)
     else:
@@ -287,16 +386,26 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str) -> tuple[gs.Tensor, gs.T
         e.graph.inputs.append(neuron)
         index = neuron
         # OneHot would count a negative index from the end and give all zeros past the end
-        valid = e.And(e.GreaterOrEqual(neuron, e.ints([0])), e.Less(neuron, depth))
+        in_range = e.And(e.GreaterOrEqual(neuron, e.ints([0])), e.Less(neuron, depth))
+        valid = in_range if valid is None else e.And(in_range, valid)
     onehot = e.OneHot(index, depth, e.const(np.array([0, 1], FLOAT)), axis=-1)
-    return e.reshape_like(onehot, y), valid
+    if at is None:
+        return e.reshape_like(onehot, y), valid
+    return e.Mul(e.Unsqueeze(onehot, e.ints([1])), at), valid
 
 
-def output_size(session, name: str) -> int | None:
-    """The number of neurons per sample of output `name` of a session (None where it is dynamic)."""
+def output_size(session, name: str, position: int | None = None) -> int | None:
+    """The number of neurons per sample of output `name` of a session (None where it is dynamic); of
+    one position of a sequence output where a position is explained."""
     meta = next(o for o in session.get_outputs() if o.name == name)
-    dims = meta.shape[1:]
+    dims = meta.shape[1:] if position is None else meta.shape[2:]
     return int(np.prod(dims)) if all(isinstance(d, int) for d in dims) else None
+
+
+def position_of(model: onnx.ModelProto) -> int | None:
+    """The explained position of a compiled explainer's sequence output (-1: the last), or None."""
+    value = next((p.value for p in model.metadata_props if p.key == POSITION_KEY), None)
+    return None if value is None else int(value)
 
 
 def neuron_feed(neurons, batch: int, size: int | None) -> np.ndarray:
@@ -342,7 +451,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
     if method.kind == "random":  # the portable generator (noise.py): the same numbers on every engine
         out = []
         for x in inputs:
-            dims = static_dims(x, f"method '{method.name}'", 1)
+            dims = x.shape[1:]
+            if not all(isinstance(d, (int, np.integer)) for d in dims):  # known at run time only
+                dims = e.Slice(e.Shape(x), e.ints([1]), e.ints([len(x.shape)]))
             unit = noise.emit(e, int(method.params.get("seed", 0)), 1, dims)
             out.append((x, e.Expand(e.Mul(unit, float(method.params.get("stddev", 1.0))), e.shape_of(x))))
         return out
@@ -390,7 +501,9 @@ def explain(e: Emitter, method: Method, inputs: list[gs.Tensor], y: gs.Tensor, s
 
 def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -> dict:
     """The forward pass on the reference input (every element `reference_inputs`), shaped like the
-    explained input: {tensor name in the explained pass: the same tensor in the reference pass}."""
+    explained input: {tensor name in the explained pass: the same tensor in the reference pass}.
+    Inside a sampling method's block, the model's other inputs are read as the block repeats them
+    (context["repeated"])."""
     if len(inputs) != 1:
         raise NnxplainError(f"method '{method.name}' explains models with one float input")
     x = inputs[0]
@@ -400,7 +513,8 @@ def reference_forward(e: Emitter, method: Method, inputs: list, context: dict) -
     ref.dtype, ref.shape = x.dtype, x.shape
     batch = None if x is original else (original.shape or [None])[0]
     symbol = (x.shape or [None])[0]  # the reference pass has the explained pass's batch
-    mapping, copies = copy_forward(e, nodes, original, ref, batch, "reference", symbol)
+    mapping, copies = copy_forward(e, nodes, {original.name: ref, **context.get("repeated", {})}, batch, "reference",
+                                   symbol)
     references = {x.name: ref, **_by_position(e, nodes, original, x, mapping)}
     for node in copies:
         node.name = f"{method.name}/reference/forward/{node.name.strip('/')}"
@@ -469,5 +583,6 @@ def export(graph: gs.Graph) -> onnx.ModelProto:
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in model.graph.value_info
              if v.type.tensor_type.HasField("shape")}
     del model.graph.value_info[:]  # the normal form stores no intermediate shapes (see portable.py)
+    portable.output_symbols(model.graph)  # inference may name an output's dims anew (unk__N)
     portable.check(model, ranks)
     return model

@@ -45,6 +45,7 @@ def load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
             "only the default ONNX domain is supported")
     _check_wiring(proto, where)
     _check_initializers(proto, where)
+    _name_unknown_input_dims(proto)
     _fill_output_shapes(proto)
     try:
         check_light(proto)
@@ -145,6 +146,16 @@ def _check_initializers(proto: onnx.ModelProto, where: str):
                                                and held == 2 * count):
                 raise NnxplainError(f"{where}: initializer '{t.name}' has shape {list(t.dims)} ({count} values) but "
                                     f"holds {held}")
+
+
+def _name_unknown_input_dims(proto: onnx.ModelProto):
+    """Some exporters (paddle2onnx) declare a dynamic input dim as -1, or name every dynamic dim '?':
+    -1 is no size, and one name for several dims says they are equal, which shape inference would
+    then assume (a '?' height and width of one image). Each such dim gets a name of its own."""
+    for value in proto.graph.input:
+        for j, dim in enumerate(value.type.tensor_type.shape.dim):
+            if (dim.HasField("dim_value") and dim.dim_value < 0) or dim.dim_param == "?":
+                dim.dim_param = f"{value.name}_dim{j}"
 
 
 def _fill_output_shapes(proto: onnx.ModelProto):

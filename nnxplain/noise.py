@@ -75,13 +75,22 @@ def standard_normal(seed: int, samples: int, dims) -> np.ndarray:
 
 
 def emit(e, seed: int, samples: int, dims) -> "gs.Tensor":  # noqa: F821
-    """Graph nodes computing standard_normal(seed, samples, dims): float32 [samples, *dims]. Every
-    input of these nodes is a constant, so engines that fold constants compute it once, when they
-    load the model."""
-    dims = [int(d) for d in dims]
-    n = check_size(dims, "noise")
+    """Graph nodes computing standard_normal(seed, samples, dims): float32 [samples, *dims]. `dims`:
+    ints, or an int64 tensor holding the dims at run time (an input with dynamic dims: the same
+    values as for static dims of that size, since element (k, i) depends on k and i alone; a sample of
+    more than 2^24 elements gets NaN noise, which the explanation shows, not silently repeated
+    numbers). With static dims every input of these nodes is a constant, so engines that fold
+    constants compute it once, when they load the model."""
+    if isinstance(dims, (list, tuple)):
+        dims = [int(d) for d in dims]
+        count = e.const(np.array(float(check_size(dims, "noise")), FLOAT))
+        shape = e.ints([samples] + dims)
+    else:
+        count = e.Cast(e.ReduceProd(dims, keepdims=1), to=1)  # [1] float32; exact up to 2^24
+        count = e.Reshape(count, e.ints([]))
+        shape = e.Concat(e.ints([samples]), dims, axis=0)
     keys = round_keys(seed, samples).astype(FLOAT)[:, :, :, None]  # [ROUNDS, 2, samples, 1]
-    i = e.Range(e.const(np.array(0.0, FLOAT)), e.const(np.array(float(n), FLOAT)), e.const(np.array(1.0, FLOAT)))
+    i = e.Range(e.const(np.array(0.0, FLOAT)), count, e.const(np.array(1.0, FLOAT)))
     inv_w, w = FLOAT(1.0 / W), FLOAT(W)
 
     def split(t):
@@ -98,4 +107,6 @@ def emit(e, seed: int, samples: int, dims) -> "gs.Tensor":  # noqa: F821
     u0, u1 = e.op("Split", u, e.ints([1, 1]), axis=0, outputs=2)
     radius = e.Sqrt(e.Mul(e.Log(u0), FLOAT(-2.0)))
     z = e.Mul(radius, e.Cos(e.Mul(u1, FLOAT(2 * np.pi))))
-    return e.Reshape(z, e.ints([samples] + dims))
+    if not isinstance(dims, list):  # counted at run time: past 2^24 elements the counter is not exact
+        z = e.Where(e.Greater(count, FLOAT(MAX_ELEMENTS)), e.const(np.array(np.nan, FLOAT)), z)
+    return e.Reshape(z, shape)

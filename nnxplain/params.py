@@ -64,6 +64,7 @@ PARAMS: dict[str, Spec] = {
     "stddev": Spec(float, lambda v: v > 0, "a finite number > 0"),
     "seed": Spec(int, lambda v: 0 <= v < 2 ** 63, "an integer from 0 to 2**63 - 1"),
     "reference_inputs": Spec(float, None, "a finite number"),
+    "reference_token": Spec(int, lambda v: -1 <= v < 2 ** 63, "a token id (an integer >= 0), or -1 for none"),
     "noise": Spec(str, lambda v: v in ("graph", "input"),
                   "'graph' (generated in the graph from the seed) or 'input' (fed as the input '<method>/noise')"),
     "noise_scale": Spec(float, lambda v: v >= 0, "a finite number >= 0"),

@@ -54,9 +54,6 @@ _MIDDLE_DEFAULTS = {
                2: lambda node, dtype, consts: np.zeros(0, np.float32)},  # scales, where sizes are given
     "Slice": {3: lambda node, dtype, consts: np.arange(len(consts[node.input[1]]), dtype=np.int64),
               4: lambda node, dtype, consts: np.ones(len(consts[node.input[1]]), dtype=np.int64)},
-    # an empty roi / scales tensor is the spelling of "not given" that Resize has had since opset 11
-    "Resize": {1: lambda node, dtype, consts: np.zeros(0, np.float32),
-               2: lambda node, dtype, consts: np.zeros(0, np.float32)},
 }
 # op -> input indices that must be 0-D (the operator also accepts a one-element 1-D tensor there)
 SCALAR_INPUTS = {"OneHot": (1,), "Pad": (2,), "Clip": (1, 2)}
@@ -103,7 +100,7 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     _one_meaning_per_constant(graph, fresh)
     _drop_unused_initializers(graph)
     del graph.value_info[:]
-    _output_symbols(graph)
+    output_symbols(graph)
     return model
 
 
@@ -218,11 +215,11 @@ def store_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     it, dims named only by the inputs' symbols (in place; returned). See rule 3 for why and when."""
     from .load import infer_shapes
     infer_shapes(model, data_prop=True)
-    _output_symbols(model.graph, model.graph.value_info)
+    output_symbols(model.graph, model.graph.value_info)
     return model
 
 
-def _output_symbols(graph, values=()):
+def output_symbols(graph, values=()):
     """Output dims named by a symbol no input defines become unnamed dims."""
     defined = {d.dim_param for v in graph.input for d in v.type.tensor_type.shape.dim if d.dim_param}
     for out in list(graph.output) + list(values):

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .emitter import FLOAT, Emitter, static_dims
+from .emitter import FLOAT, Emitter
+from .explained import table_of
 from . import noise as portable_noise
 from .errors import NnxplainError
 
@@ -68,13 +69,14 @@ def noise(shape, seed: int) -> np.ndarray:
 
 def noise_feeds(session, x: np.ndarray, seeds: dict[str, int] | None = None) -> dict:
     """Noise for every `<method>/noise` input of a compiled explainer, for the batch x (seed: the
-    method's, from `seeds` by method name, else 0)."""
+    method's, from `seeds` by method name, else 0). x is the explained input; for an embedding, the
+    ids: the noise's shape continues with a table row's dims, static in the noise input's shape."""
     feeds = {}
     for meta in session.get_inputs():
         if meta.name.endswith(NOISE_SUFFIX):
             method = meta.name[:-len(NOISE_SUFFIX)]
-            samples = meta.shape[0]
-            feeds[meta.name] = noise((samples,) + tuple(x.shape), (seeds or {}).get(method, 0))
+            samples, row = meta.shape[0], tuple(meta.shape[1 + np.ndim(x):])
+            feeds[meta.name] = noise((samples,) + tuple(np.shape(x)) + row, (seeds or {}).get(method, 0))
     return feeds
 
 
@@ -83,29 +85,34 @@ def sample_count(method) -> int:
     return int(method.params["augment_by_n" if method.sampling["inputs"] == "noise" else "steps"])
 
 
-def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: gs.Tensor, forward: list,
-                    explain, context) -> list:
-    """`forward`: the forward nodes that depend on the input (forward_nodes), taken before anything was emitted."""
-    """(input, explanation) for a sampling method whose base method is `base` (a resolved Method)."""
-    if len(inputs) != 1:
-        raise NnxplainError(f"method '{method.name}': sampling methods explain models with one float input "
-                            f"(this one has {len(inputs)})")
+def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: gs.Tensor, explain, context) -> list:
+    """(input, explanation) for a sampling method whose base method is `base` (a resolved Method): of
+    the first explained tensor; the model's other inputs (int ids, masks, other float inputs) are
+    held fixed, repeated for every sample. context["forward"]: the explained tensor and the forward
+    nodes that depend on it or on a model input (compiler.build), taken before anything was emitted."""
     x = inputs[0]
-    dims = static_dims(x, f"method '{method.name}'", 1)
+    rank = len(x.shape)
+    dims = list(x.shape[1:])  # ints, or names of dims known at run time only
     batch = (x.shape or [None])[0]
     if not isinstance(batch, str) and batch is not None:
         raise NnxplainError(f"method '{method.name}': input '{x.name}' has a fixed batch size {batch}; sampling "
                             f"methods fold the samples into the batch and need a dynamic one")
+    static = all(isinstance(d, (int, np.integer)) for d in dims)
+    sample_dims = e.ints(dims) if static else e.Slice(e.Shape(x), e.ints([1]), e.ints([rank]))  # x's dims 1..
+
+    def shape(lead: list) -> gs.Tensor:
+        """lead followed by x's dims 1..: a constant where those are static."""
+        return e.ints(lead + dims) if static else e.Concat(e.ints(lead), sample_dims, axis=0)
     total = sample_count(method)
     chunk = int(method.params.get("chunk", 0)) or total
     kind, reduce = method.sampling["inputs"], method.sampling["reduce"]
-    rank = len(dims) + 1
-    reference = float(method.params.get("reference_inputs", 0.0))
+    reference = path_reference(e, method, x) if kind == "path" else None
+    held = held_inputs(context["model_inputs"], x, batch)
 
     alphas, weights = path_points(method) if kind == "path" else (None, None)
     if kind == "noise" and method.params.get("noise", "graph") == "graph":
         with e.scope("noise"):
-            unit = portable_noise.emit(e, int(method.params.get("seed", 0)), total, dims)
+            unit = portable_noise.emit(e, int(method.params.get("seed", 0)), total, dims if static else sample_dims)
         unit = e.Unsqueeze(unit, e.ints([1]))                                       # [S, 1, ...]: every sample alike
         scaled = e.Mul(unit, float(method.params.get("noise_scale", 1.0)))
     elif kind == "noise":
@@ -116,7 +123,7 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
     else:
         delta = e.Sub(x, reference)
 
-    big_shape = e.ints([-1] + dims)
+    original, forward = context["forward"]
     total_sum, total_sq = None, None
     for block, start in enumerate(range(0, total, chunk)):
         n = min(chunk, total - start)
@@ -127,17 +134,18 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
             block_alphas = alphas[start:start + n].astype(FLOAT).reshape([n] + [1] * rank)
             samples = e.Add(e.Mul(e.Unsqueeze(delta, e.ints([0])), e.const(block_alphas)), reference)
         if total_sum is None:
-            x_big = e.Reshape(samples, big_shape)                                   # [n*B, ...]
+            x_big = e.Reshape(samples, shape([-1]))                                # [n*B, ...]
         else:
             # The block's shape is read from the previous block's sum: a real dependency, so ONNX
             # Runtime finishes a block (and frees its intermediates) before it starts the next one;
             # independent blocks would be interleaved level by level and all be alive at once.
             previous_batch = e.Slice(e.Shape(total_sum), e.ints([0]), e.ints([1]))
-            x_big = e.Reshape(samples, e.Concat(e.Mul(previous_batch, e.ints([n])), e.ints(dims), axis=0))
+            x_big = e.Reshape(samples, e.Concat(e.Mul(previous_batch, e.ints([n])), sample_dims, axis=0))
         # each block its own batch symbol: blocks of different sizes must not look alike to ONNX Runtime
         symbol = f"{method.name}_samples_{block}"
         x_big.dtype, x_big.shape = x.dtype, [symbol] + dims
-        mapping, copies = copy_forward(e, forward, x, x_big, batch, f"s{block}", symbol)
+        repeated = {t.name: e.Tile(t, e.ints([n] + [1] * (len(t.shape) - 1))) for t in held}  # sample-major, as x_big
+        mapping, copies = copy_forward(e, forward, {original.name: x_big, **repeated}, batch, f"s{block}", symbol)
         if y.name not in mapping:
             raise NnxplainError(f"output '{y.name}' does not depend on input '{x.name}'")
         y_big = mapping[y.name]
@@ -145,10 +153,10 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
         value = e.Mul(mask_big, y_big)
         seed = {"one": mask_big, "value": value, "positive_value": e.Relu(value)}[base.start]
         with e.scope(f"s{block}"):  # the block's backward pass: <method>/s<k>/<model node>/<rule>/...
-            [(_, r_big)] = explain(e, base, [x_big], y_big, seed, context, nodes=copies)
+            [(_, r_big)] = explain(e, base, [x_big], y_big, seed, {**context, "repeated": repeated}, nodes=copies)
         for node in copies:  # rules have matched the original names; now make them unique
             node.name = f"{method.name}/s{block}/forward/{node.name.strip('/')}"
-        r = e.Reshape(r_big, e.ints([n, -1] + dims))                                # [n, B, ...]
+        r = e.Reshape(r_big, shape([n, -1]))                                       # [n, B, ...]
         if weights is not None:  # a weighted sum (trapezoid): weights times steps, so the mean below is it
             r = e.Mul(r, e.const((weights[start:start + n] * total).astype(FLOAT).reshape([n] + [1] * rank)))
         part_sum = e.ReduceSum(r, e.ints([0]), keepdims=0)
@@ -166,9 +174,32 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
     return [(x, out)]
 
 
-def forward_nodes(graph: gs.Graph, x: gs.Tensor) -> list:
-    """The nodes of the (topologically sorted) forward graph that depend on x."""
-    reached, nodes = {x.name}, []
+def path_reference(e: Emitter, method, x: gs.Tensor) -> gs.Tensor:
+    """The start of a path method's path: the embedding of token `reference_token` at every position
+    (x an embedding lookup's output; Captum's LayerIntegratedGradients with that token as the
+    baseline), else the constant `reference_inputs` everywhere."""
+    token = int(method.params.get("reference_token", -1))
+    if token < 0:
+        return e.const(np.array(float(method.params.get("reference_inputs", 0.0)), FLOAT))
+    table = table_of(x)
+    if table is None:
+        raise NnxplainError(f"method '{method.name}': reference_token is for embeddings (token models); "
+                            f"'{x.name}' is a float input: give reference_inputs")
+    if token >= len(table):
+        raise NnxplainError(f"method '{method.name}': reference_token {token} is out of range: the embedding table "
+                            f"has {len(table)} rows (tokens 0..{len(table) - 1})")
+    return e.const(np.ascontiguousarray(table[token], FLOAT))
+
+
+def held_inputs(model_inputs: list, x: gs.Tensor, batch) -> list:
+    """The model's inputs that a sampled copy of the forward pass repeats along the folded batch:
+    every input but x whose first dim is x's batch dim (by name); the others are shared as they are."""
+    return [t for t in model_inputs if t is not x and t.shape and t.shape[0] == batch]
+
+
+def forward_nodes(graph: gs.Graph, sources: list) -> list:
+    """The nodes of the (topologically sorted) forward graph that depend on any of `sources`."""
+    reached, nodes = {t.name for t in sources}, []
     for node in graph.nodes:
         if any(isinstance(t, gs.Variable) and t.name in reached for t in node.inputs):
             nodes.append(node)
@@ -176,12 +207,17 @@ def forward_nodes(graph: gs.Graph, x: gs.Tensor) -> list:
     return nodes
 
 
-def copy_forward(e: Emitter, nodes: list, x: gs.Tensor, x_new: gs.Tensor, batch, tag: str, symbol: str | None = None):
-    """Append a copy of the forward nodes that reads x_new instead of x; return {original tensor name:
-    its copy} and the copied nodes. Dims named `batch` become `symbol` in the copy. Node
-    names stay until the caller renames them (rule entries match names); constants (weights) are shared with the original."""
-    mapping, copies = {x.name: x_new}, []
+def copy_forward(e: Emitter, nodes: list, replaced: dict, batch, tag: str, symbol: str | None = None):
+    """Append a copy of those forward nodes that read (directly or through earlier copies) a tensor of
+    `replaced` ({name: its replacement}); return {original tensor name: its copy} and the copied nodes.
+    A node that computes a replaced tensor is not copied (the replacement stands for it). Dims named
+    `batch` become `symbol` in the copy. Node names stay until the caller renames them (rule entries
+    match names); constants (weights) and what reads no replaced tensor are shared with the original."""
+    mapping, copies = dict(replaced), []
     for node in nodes:
+        if not any(isinstance(t, gs.Variable) and t.name in mapping for t in node.inputs) \
+                or any(t.name in replaced for t in node.outputs):
+            continue
         ins = [mapping.get(t.name, t) if isinstance(t, gs.Variable) and t.name else t for t in node.inputs]
         outs = []
         for t in node.outputs:

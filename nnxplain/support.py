@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import onnx
 
-from .errors import NnxplainError
+from .errors import InternalError, NnxplainError
+from .load import first_line
+
+INTERNAL = "internal error (a bug of nnxplain's: please report it)"
 
 
 def stand_in_patterns(model: onnx.ModelProto, graph=None):
@@ -26,7 +29,7 @@ def each_method_support(model: onnx.ModelProto, methods):
     loaded and canonicalized once: each method is built on a copy of that graph and exported, which
     is what compiling it alone does after canonicalization (a model with many methods answered in
     one compile's preparation, not one per method)."""
-    from .compiler import build, canonical_graph, export, resolve_methods
+    from .compiler import build, canonical_graph, explained_output, export, resolve_methods, sequence_output
     onnx_errors = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError)
     skipped = []
     try:
@@ -49,11 +52,18 @@ def each_method_support(model: onnx.ModelProto, methods):
             if "patterns" in method.needs:
                 patterns = patterns or stand_in_patterns(model, graph)
                 needs.append("fit patterns first")
-            export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns, skipped))
+            # a sequence output is explained at one position, any one alike here: the last
+            position = -1 if sequence_output(graph, explained_output(graph, None)) else None
+            export(build(graph.copy(), resolve_methods([method], stand_ins), "max_activation", None, patterns, skipped,
+                         position=position))
         except onnx_errors as exc:
             yield method, False, f"onnx rejects the model: {str(exc).strip().splitlines()[0]}"
+        except InternalError as exc:
+            yield method, False, f"{INTERNAL}: {exc}"
         except NnxplainError as exc:
             yield method, False, str(exc)
+        except Exception as exc:  # noqa: BLE001 -- a bug of ours at one method: report it, answer the others
+            yield method, False, f"{INTERNAL}: {type(exc).__name__}: {first_line(exc)}"
         else:
             yield method, True, "; ".join(needs)
 
@@ -68,7 +78,7 @@ def perturbation_support(model: onnx.ModelProto, method) -> tuple[bool, str]:
         inputs = explained_inputs(gs.import_onnx(model))
     except NnxplainError as exc:
         return False, str(exc)
-    if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        found = ", ".join(f"'{t.name}' of rank {len(t.shape)}" for t in inputs)
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].inputs:  # inputs: computed, an embedding
+        found = ", ".join("token ids" if t.inputs else f"'{t.name}' of rank {len(t.shape)}" for t in inputs)
         return False, f"perturbation methods (occlusion, LIME) need images: one float input [N, C, H, W] (the model has {found})"
     return True, "analyze and evaluate: no compiled graph"

@@ -19,6 +19,9 @@ Channels reduce by `sum` (signed) or `norm` (the L2 norm over channels, unsigned
 panels: the input's index, its true class where known, the explained class and its score, the
 method's name, and a colour bar in the explanation's own units for every panel. `prototypes_png`
 draws activation-maximization prototypes with their class and score.
+
+Text: `token_html` and `token_png` draw token heatmaps, one line per text, each token's background
+coloured by its relevance on the same diverging map (each text on its own scale).
 """
 from __future__ import annotations
 
@@ -323,3 +326,111 @@ def _png(fig, plt) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ text
+
+def token_colours(relevance, percentile: float = 100.0) -> tuple[np.ndarray, float]:
+    """The RGB colour [n, 3] in [0, 1] of each token of one text, on the diverging map centred at 0
+    (blue negative, white 0, red positive) at the text's own scale; and that scale."""
+    r = np.asarray(relevance, np.float64).reshape(-1)
+    scale = scale_of(r[np.isfinite(r)], percentile)
+    # matplotlib's "bwr" computed exactly (its 256-entry table makes 0 slightly red): linear from blue
+    # through white to red
+    u = _unit(np.nan_to_num(r), scale)[:, None]
+    return np.where(u >= 0, [1.0, 1.0, 1.0] - u * [0.0, 1.0, 1.0], [1.0, 1.0, 1.0] + u * [1.0, 1.0, 0.0]), scale
+
+
+def _ink(colour) -> str:
+    """Black on light backgrounds, white on dark ones (the saturated ends of the map)."""
+    return "#000" if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 0.5 else "#fff"
+
+
+def _check_texts(texts, relevance):
+    if len(texts) != len(relevance):
+        raise NnxplainError(f"{len(texts)} texts but {len(relevance)} explanations")
+    for i, (tokens, r) in enumerate(zip(texts, relevance)):
+        if len(tokens) != np.size(r):
+            raise NnxplainError(f"text {i} has {len(tokens)} tokens but {np.size(r)} relevance values")
+
+
+def token_html(texts: list[list[str]], relevance: list, labels: list[str] | None = None, title: str = "",
+               percentile: float = 100.0) -> bytes:
+    """A self-contained HTML page: one line per text, each token on a background coloured by its
+    relevance (each text its own scale: full colour at the `percentile`-th percentile of its |values|);
+    hovering a token shows its value. Tokens, labels and title are escaped."""
+    import html
+    _check_texts(texts, relevance)
+    lines = []
+    for i, (tokens, r) in enumerate(zip(texts, relevance)):
+        colours, scale = token_colours(r, percentile)
+        spans = []
+        for token, value, colour in zip(tokens, np.asarray(r, np.float64).reshape(-1), colours):
+            rgb = "#" + "".join(f"{int(round(c * 255)):02x}" for c in colour)
+            spans.append(f'<span class="t" style="background:{rgb};color:{_ink(colour)}" '
+                         f'title="{value:.4g}">{html.escape(token)}</span>')
+        label = html.escape(labels[i] if labels else f"#{i}")
+        lines.append(f'<div class="text"><span class="label">{label} (scale {html.escape(_number(scale))})</span> '
+                     + "".join(spans) + "</div>")
+    legend = html.escape(f"red positive, blue negative, white 0; {_token_scale(percentile)}; hover a token for its value")
+    head = html.escape(title or "token relevance")
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + head + "</title><style>"
+            "body{font-family:sans-serif;margin:1em}"
+            ".text{margin:.5em 0;line-height:1.9}"
+            ".label{color:#555;font-size:85%;margin-right:.5em}"
+            ".t{white-space:pre;padding:1px 2px;margin:0 1px;border-radius:3px;border:1px solid #ddd}"
+            "</style></head><body>\n<h3>" + head + "</h3>\n<p>" + legend + "</p>\n"
+            + "\n".join(lines) + "\n</body></html>\n")
+    return page.encode("utf-8")
+
+
+def _token_scale(percentile: float) -> str:
+    clip = f"the {percentile:g}th percentile of |value|" if percentile < 100 else "the maximum |value|"
+    return f"each text its own scale, full colour at {clip}"
+
+
+def token_png(texts: list[list[str]], relevance: list, labels: list[str] | None = None, title: str = "",
+              percentile: float = 100.0, width: float = 8.0) -> bytes:
+    """The token heatmap of token_html as a PNG picture, `width` inches wide: each text a labelled
+    paragraph of tokens on coloured backgrounds, wrapped to the width."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.font_manager import FontProperties
+    _check_texts(texts, relevance)
+    size, dpi, margin, gap = 9.0, 100, 0.15, 0.04  # points, dots per inch, inches
+    font = FontProperties(size=size)
+    scratch = plt.figure(dpi=dpi)
+    renderer = scratch.canvas.get_renderer()
+
+    def inches(text: str) -> float:
+        return renderer.get_text_width_height_descent(text, font, ismath=False)[0] / dpi
+    line = size / 72 * 1.9
+    placed, y = [], 0.0  # (x, y from the top, text, colour or None for a label), in inches
+    for i, (tokens, r) in enumerate(zip(texts, relevance)):
+        colours, scale = token_colours(r, percentile)
+        y += line * (1.4 if i else 1.0)
+        placed.append((margin, y, f"{labels[i] if labels else f'#{i}'} (scale {_number(scale)})", None))
+        y += line
+        x = margin
+        for token, colour in zip(tokens, colours):
+            shown = token if token.strip() else token.replace(" ", "\u2423") or "\u2205"  # a visible blank
+            w = inches(shown) + 2 * gap
+            if x + w > width - margin and x > margin:
+                x, y = margin, y + line
+            placed.append((x + gap, y, shown, colour))
+            x += w + gap
+    plt.close(scratch)
+    head = (title + "\n" if title else "") + f"red positive, blue negative; {_token_scale(percentile)}"
+    top = 0.5
+    height = top + y + line
+    fig = plt.figure(figsize=(width, height), dpi=dpi)
+    fig.text(margin / width, 1 - 0.1 / height, head, fontsize=8, va="top", parse_math=False)
+    for x, y_, text, colour in placed:
+        common = dict(transform=fig.dpi_scale_trans, va="baseline", parse_math=False)
+        if colour is None:
+            fig.text(x, height - top - y_ + line * 0.3, text, fontsize=7, color="0.35", **common)
+        else:
+            fig.text(x, height - top - y_, text, fontsize=size, color=_ink(colour),
+                     bbox=dict(boxstyle="square,pad=0.15", facecolor=colour, edgecolor="none"), **common)
+    return _png(fig, plt)

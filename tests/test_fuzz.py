@@ -20,6 +20,10 @@ from nnxplain.runtime import session
 
 GRAPHS = int(os.environ.get("NNXPLAIN_FUZZ_GRAPHS", "300"))
 BATCH = 2
+# one-input activations defined everywhere, with their default attributes: one draw among the ops
+# below picks "Unary", then one of these (not Erf: onnx.reference computes it in float32 whatever the
+# input type, too coarse for the finite differences; tests/test_ops_pointwise.py checks it against torch)
+UNARY = ["Softsign", "Selu", "Celu", "Elu", "HardSigmoid", "HardSwish", "Abs", "Neg", "Softplus"]
 
 
 class Builder:
@@ -58,9 +62,10 @@ class Builder:
         rng = self.rng
         t, shape = self.pool[-1]
         same = [(n, s) for n, s in self.pool[:-1] if s == shape]
-        choices = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "AddConst", "MulConst", "DivConst", "SubConst"]
+        choices = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "AddConst", "MulConst", "DivConst", "SubConst",
+                   "Unary"]
         if same:
-            choices += ["Add", "Sub", "Mul", "Concat"]
+            choices += ["Add", "Sub", "Mul", "Concat", "Max", "Min"]
         if len(shape) == 4:
             c, h, w = shape[1:]
             choices += ["Conv", "Conv", "DepthwiseConv", "Transpose", "Pad", "ReduceMean", "ReduceSum", "Split",
@@ -71,7 +76,9 @@ class Builder:
         else:
             choices += ["Gemm", "Gemm", "MatMul", "Reshape", "Slice", "Split"]
         op = str(rng.choice(choices))
-        if op in ("Relu", "Sigmoid", "Tanh"):
+        if op == "Unary":
+            op = str(rng.choice(UNARY))
+        if op in ("Relu", "Sigmoid", "Tanh", *UNARY):
             return self.emit(op, [t], shape)
         if op == "LeakyRelu":
             return self.emit(op, [t], shape, alpha=float(rng.uniform(0.01, 0.5)))
@@ -82,7 +89,7 @@ class Builder:
             b_shape = [1] * len(shape) if rng.random() < 0.5 else [1] + shape[1:2] + [1] * (len(shape) - 2)
             value = rng.uniform(0.5, 2.0, size=b_shape) * rng.choice([-1, 1], size=b_shape)
             return self.emit(base, [t, self.const(value)], shape)
-        if op in ("Add", "Sub", "Mul"):
+        if op in ("Add", "Sub", "Mul", "Max", "Min"):
             other = same[int(rng.integers(len(same)))][0]
             return self.emit(op, [t, other] if rng.random() < 0.5 else [other, t], shape)
         if op == "Concat":

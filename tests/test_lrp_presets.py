@@ -239,7 +239,7 @@ def compile_file(tmp_path, text, model="digits_cnn"):
     ('include = "lrp.epsilon"\n[[rule]]\nops = ["MaxPool"]\nrule = "epsilon"\n',
      r"rule 'epsilon' .* matched node '/net/net.4/MaxPool' \(op MaxPool\) but applies only to"),
     ('strict = true\n[[rule]]\nops = ["convolution", "linear"]\nrule = "z"\n',
-     r"node '/net/net.7/Relu' \(op Relu\) is matched by no rule entry \(expected one of: ops Conv/Gemm/MatMul\)"),
+     r"node '/net/net.7/Relu' \(op Relu\) is matched by no rule entry \(expected one of: ops Conv/ConvTranspose/Gemm/MatMul\)"),
     ('include = "_lrp_base"\n[[rule]]\nops = ["linear"]\nrule = "epsilon"\ngama = 0.3\n',
      r"rule 'epsilon' has no parameter 'gama' \(its parameters: epsilon, ignore_bias\)"),
     ('include = "_lrp_base"\n[[rule]]\nposition = "middle"\nrule = "flat"\n', r"position must be one of"),

@@ -824,6 +824,39 @@ def test_slice_all_axes_static():
     check([node("Slice", ["x", *consts])], x, consts, torch_reference(lambda t: t[1:3, 1:4], x), dynamic=())
 
 
+def _height_and_width():
+    """Nodes giving h = [H] and w = [W], x's dims 2 and 3, read off its shape at run time."""
+    return [node("Shape", ["x"], ["shape"]), node("Gather", ["shape", "two"], ["h"], name="height", axis=0),
+            node("Gather", ["shape", "three"], ["w"], name="width", axis=0)]
+
+
+SIZES = {"two": np.array([2], np.int64), "three": np.array([3], np.int64)}
+
+
+def test_slice_with_starts_and_ends_computed_at_run_time():
+    """x[:, :, 1:H-2, W-3:] with H and W dynamic (an exporter's crop back to a size read off a shape)."""
+    x = normal((2, 3, 7, 6))
+    consts = {**SIZES, "one": np.array([1], np.int64), "big": np.array([2 ** 62], np.int64),
+              "axes": np.array([2, 3], np.int64)}
+    nodes = _height_and_width() + [node("Sub", ["h", "two"], ["end_h"], name="end_h"),
+                                   node("Sub", ["w", "three"], ["start_w"], name="start_w"),
+                                   node("Concat", ["one", "start_w"], ["starts"], name="starts", axis=0),
+                                   node("Concat", ["end_h", "big"], ["ends"], name="ends", axis=0),
+                                   node("Slice", ["x", "starts", "ends", "axes"])]
+    check(nodes, x, consts, torch_reference(lambda t: t[:, :, 1:5, 3:], x), dynamic=(0, 2, 3))
+
+
+def test_pad_with_pads_computed_at_run_time():
+    """x padded to a height of 8 and a width one smaller (a crop), pads read off its shape."""
+    x = normal((2, 3, 7, 6))
+    consts = {**SIZES, "eight": np.array([8], np.int64), "zeros": np.array([0, 0, 0, 0, 0, 0], np.int64),
+              "minus_one": np.array([-1], np.int64)}
+    nodes = _height_and_width() + [node("Sub", ["eight", "h"], ["to_eight"]),
+                                   node("Concat", ["zeros", "to_eight", "minus_one"], ["pads"], axis=0),
+                                   node("Pad", ["x", "pads"])]
+    check(nodes, x, consts, torch_reference(lambda t: F.pad(t, (0, -1, 0, 1)), x), dynamic=(0, 2, 3))
+
+
 PAD_CASES = {  # name: (x shape, ONNX pads, constant value or None)
     "positive, asymmetric": ((2, 3, 5, 6), [0, 0, 1, 2, 0, 0, 2, 1], None),
     "mixed signs": ((2, 3, 5, 6), [0, 1, -1, 0, 0, 0, 2, -2], 1.5),

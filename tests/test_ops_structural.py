@@ -21,6 +21,7 @@ from nnxplain.ops import RECORDS
 from nnxplain.patterns import fit
 from nnxplain.runtime import session
 from conftest import lrp_methods, relative_error, required_params
+from test_ops import error_report  # noqa: F401  (NNXPLAIN_OP_ERRORS=path.json: the largest errors seen)
 from test_ops import TOL,  OPSET, Reference, T, case_id, check, explain, node, normal, one_op_model, torch_reference
 
 # ------------------------------------------------------------------------------ normalizations

@@ -73,14 +73,16 @@ def torch_twin(proto: onnx.ModelProto) -> torch.nn.Module:
 
 
 def without_output_softmax(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model ending at the scores that its output Softmax normalizes."""
+    """The same model ending at the scores that its output Softmax normalizes (the Softmax, reached
+    from the output through Identity nodes, becomes an Identity)."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    output = proto.graph.output[0]
-    softmax = next(n for n in proto.graph.node if output.name in n.output)
-    assert softmax.op_type == "Softmax"
-    proto.graph.node.remove(softmax)
-    del proto.graph.output[:]
-    proto.graph.output.append(onnx.helper.make_tensor_value_info(softmax.input[0], onnx.TensorProto.FLOAT, None))
+    producers = {name: node for node in proto.graph.node for name in node.output}
+    node = producers[proto.graph.output[0].name]
+    while node.op_type == "Identity":
+        node = producers[node.input[0]]
+    assert node.op_type == "Softmax"
+    node.op_type = "Identity"
+    del node.attribute[:]
     return proto
 
 

@@ -235,3 +235,20 @@ def test_integrated_gradients_riemann_errors():
         nnxplain.compile(ZOO_DIR / "mlp.onnx", ["integrated_gradients"], params={"riemann": "upper"})
     with pytest.raises(NnxplainError, match="trapezoid needs steps >= 2"):
         nnxplain.compile(ZOO_DIR / "mlp.onnx", ["integrated_gradients"], params={"riemann": "trapezoid", "steps": 1})
+
+
+def test_sampling_methods_on_a_model_whose_nodes_have_no_names():
+    """Copies of the forward pass are named after the nodes they copy: unnamed nodes get names first,
+    or ONNX Runtime would refuse two nodes of one name."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+                               helper.make_node("MatMul", ["r", "v"], ["y"])], "unnamed",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w[:3, :2].copy(), "v")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    explainer = nnxplain.compile(model, ["integrated_gradients", "deeplift"], params={"steps": 4})
+    got = session(explainer).run(["integrated_gradients", "deeplift"], {"x": x})
+    assert all(np.isfinite(g).all() and g.shape == x.shape for g in got)

@@ -27,8 +27,8 @@ A record holds
       groups           names a method file's patterns can use for the op besides its category
 
 Ops that ONNX defines by a function body get a record of their own rather than being expanded when
-they are pointwise activations (Softplus, Elu, Mish so far; Softsign, Selu, HardSigmoid, HardSwish,
-ThresholdedRelu, Gelu and PRelu's slope-per-channel the same way when they come): expanded, LRP would
+they are pointwise activations (Softplus, Elu, Mish, Softsign, Selu, Celu, HardSigmoid, HardSwish,
+ThresholdedRelu, Gelu, PRelu with its slope per channel): expanded, LRP would
 see Exp / Log / Where / a Mul of two computed tensors instead of one activation that relevance passes
 through, and the gradient would take several nodes where one formula does. LayerNormalization and
 Softmax are not pointwise: each needs a record with its own facts (and rules) rather than the

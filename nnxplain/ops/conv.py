@@ -3,7 +3,8 @@
 The transpose (input gradient) of a stride-1 Conv is itself a Conv: of dy with the weight's in/out
 channels swapped (per group) and its taps flipped, padded by (k - 1) * d - pads. ONNX Runtime runs
 that through its fast (NCHWc) Conv kernels, where ConvTranspose is a GEMM plus col2im. Strided
-Convs, and pads larger than the dilated kernel, use ConvTranspose on the same weight.
+Convs, and pads larger than the dilated kernel, use ConvTranspose on the same weight; where the
+spatial sizes are known at run time only, its end is cut or zero-padded to the input's size then.
 """
 from __future__ import annotations
 
@@ -32,10 +33,27 @@ def transpose(e, node, dy, w):
         conv_pads = [(k - 1) * d - p for k, d, p in zip(kernel * 2, dilations * 2, pads)]
         if min(conv_pads) >= 0:
             return e.Conv(dy, flipped_transpose(e, w, group, n), pads=conv_pads, dilations=dilations, group=group)
+    if not (_static(x) and _static(y)):  # spatial dims known at run time only
+        return fit_to(e, e.ConvTranspose(dy, w, strides=strides, dilations=dilations, pads=pads[:n] + [0] * n,
+                                         group=group), x, n)
     begin, end, extra = transpose_pads(static_dims(x, "Conv's transpose", 2), static_dims(y, "Conv's transpose", 2),
                                        kernel, strides, dilations, pads[:n])
     return e.ConvTranspose(dy, w, strides=strides, dilations=dilations, pads=begin + end,
                            output_padding=extra, group=group)
+
+
+def _static(t) -> bool:
+    return t.shape is not None and all(isinstance(d, (int, np.integer)) for d in t.shape[2:])
+
+
+def fit_to(e, g, x, n: int):
+    """g, a strided window op's transpose with the forward's begin pads and no end pads (it spans the
+    input positions up to the last one a window reaches), cut or zero-extended at the end of each
+    spatial axis to x's size: what transpose_pads does for static sizes, at run time (Pad takes
+    negative pads as cuts)."""
+    spatial = e.ints(list(range(2, 2 + n)))
+    missing = e.Sub(e.Gather(e.Shape(x), spatial, axis=0), e.Gather(e.Shape(g), spatial, axis=0))
+    return e.Pad(g, e.Concat(e.ints([0] * (n + 2) + [0, 0]), missing, axis=0))
 
 
 def flipped_transpose(e, w, group: int, n: int):

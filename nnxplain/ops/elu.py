@@ -1,7 +1,7 @@
 """Elu, x for x > 0 and alpha (e^x - 1) elsewhere: dy, or dy * alpha e^x.
 
 Its own record, not its ONNX function body (a Where over x < 0 of alpha * (Exp(x) - 1) and x): expanded,
-LRP would see a Where and an Exp (no records) instead of one activation that relevance passes through.
+LRP would see a Where and an Exp instead of one activation that relevance passes through.
 """
 from __future__ import annotations
 

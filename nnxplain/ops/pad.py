@@ -1,4 +1,6 @@
-"""Pad (constant mode): the gradient is the padded gradient cropped back; negative pads (crops) pad it back."""
+"""Pad (constant mode): the gradient is the padded gradient cropped back; negative pads (crops) pad it back.
+With pads computed at run time (an exporter's pad to a multiple of a window size, read off a shape),
+that is one Pad of the gradient by the negated pads (a negative pad crops)."""
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
@@ -24,8 +26,12 @@ def pad(e, node, dy):
         raise ValueError(f"Pad mode '{mode}' has no adapter (only 'constant')")
     rank = len(shape(x))
     pads_t = node.inputs[1] if len(node.inputs) > 1 else None
-    if pads_t is None or not isinstance(pads_t, gs.Constant):
-        raise ValueError("Pad with pads computed at run time is not supported")
+    if pads_t is None:
+        raise ValueError("Pad without pads")
+    if not isinstance(pads_t, gs.Constant):
+        has_axes = len(node.inputs) > 3 and node.inputs[3].name
+        back = e.Pad(dy, e.Neg(e.Cast(pads_t, to=7)), *([None, node.inputs[3]] if has_axes else []))  # 7 = INT64
+        return [back] + [None] * (len(node.inputs) - 1)
     pads = [int(p) for p in pads_t.values.reshape(-1)]
     axes = list(range(rank))
     if len(node.inputs) > 3 and node.inputs[3].name:

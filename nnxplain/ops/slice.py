@@ -1,4 +1,8 @@
-"""Slice (any steps, negative too): the gradient is placed back where the slice came from, zeros elsewhere."""
+"""Slice (any steps, negative too): the gradient is placed back where the slice came from, zeros elsewhere.
+
+Starts and ends computed at run time (an exporter's `x[:, :H]` with H read off a shape) are taken
+for slices with unit steps and constant axes: the padding that puts the gradient back is computed in
+the graph, clamped as the ONNX specification clamps them."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,6 +37,8 @@ def slice_(e, node, dy):
     x = node.inputs[0]
     dims = shape(x)
     rank = len(dims)
+    if not all(isinstance(t, gs.Constant) for t in node.inputs[1:3]):
+        return [_padded_back(e, node, dy, rank)] + [None] * (len(node.inputs) - 1)
     starts, ends = _constant(node, 1, "starts"), _constant(node, 2, "ends")
     axes = _constant(node, 3, "axes") or list(range(len(starts)))
     steps = _constant(node, 4, "steps") or [1] * len(starts)
@@ -67,3 +73,29 @@ def _spread(e, g, axis, rank, count, step):
                       e.Slice(dims, e.ints([axis + 1]), e.ints([rank])), axis=0)
     g = e.Reshape(g, merged)
     return e.Slice(g, e.ints([0]), e.ints([(count - 1) * step + 1]), e.ints([axis]))
+
+
+def _padded_back(e, node, dy, rank):
+    """The gradient of a unit-step Slice whose starts or ends are known at run time only: dy padded
+    with zeros before the first index taken and after the last, per sliced axis."""
+    k = shape(node.inputs[1])
+    if not k or not isinstance(k[0], (int, np.integer)):
+        raise ValueError("Slice starts computed at run time, of unknown length, are not supported")
+    k = int(k[0])
+    axes = _constant(node, 3, "axes") or list(range(k))
+    if any(step != 1 for step in (_constant(node, 4, "steps") or [1] * k)):
+        raise ValueError("Slice with starts or ends computed at run time and steps other than 1 is not supported")
+    axes = [a % rank for a in axes]
+    size = e.Gather(e.Shape(node.inputs[0]), e.ints(axes), axis=0)
+    zero = e.ints([0])
+
+    def clamped(t):  # negative counts from the end; then clamped to [0, size]
+        t = e.Cast(t, to=7)  # 7 = INT64
+        t = e.Where(e.Less(t, zero), e.Add(t, size), t)
+        return e.Min(e.Max(t, zero), size)
+    first, end = clamped(node.inputs[1]), clamped(node.inputs[2])
+    count = e.Max(e.Sub(end, first), zero)
+    after = e.Sub(e.Sub(size, first), count)
+    pads = e.ScatterElements(e.ints([0] * (2 * rank)), e.ints(axes + [rank + a for a in axes]),
+                             e.Concat(first, after, axis=0), axis=0)
+    return e.Pad(dy, pads)

@@ -1,7 +1,7 @@
 """Softplus, log(1 + e^x): dy * sigmoid(x).
 
 Its own record, not its ONNX function body (Log(Add(Exp(x), 1))): expanded, LRP would see an Exp and a
-Log (no records) around an Add whose constant 1 absorbs a share of the relevance; as one activation,
+Log around an Add whose constant 1 absorbs a share of the relevance; as one activation,
 relevance passes through it as through any other.
 """
 from __future__ import annotations
