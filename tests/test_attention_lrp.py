@@ -203,3 +203,28 @@ def test_layer_normalization_is_linear_for_relevance_with_its_std_held_constant(
     g = scale * head_relevance(h, V) / h
     R_a = a * (g - g.mean(1, keepdims=True)) / std
     assert relative_error(explain(model, method, x), z_rule(x64, W1_, R_a)) < TOL
+
+
+# ------------------------------------------------------------------------------------------ pictures
+
+def test_attn_lrp_draws_a_token_heatmap_for_bert_and_a_heatmap_for_vit(tmp_path):
+    """The command line's pictures take attention-aware LRP as any method: BERT's tokens coloured by
+    their relevance (HTML), ViT's relevance as an image heatmap (PNG)."""
+    from models import modern
+    from nnxplain.cli import main
+    np.savez(tmp_path / "tokens.npz", **modern.example_inputs("bert"))
+    assert main(["analyze", str(modern.MODERN_DIR / "bert.onnx"), "-m", "attn_lrp", "--input",
+                 str(tmp_path / "tokens.npz"), "-o", str(tmp_path / "tokens.html")]) == 0
+    assert main(["analyze", str(modern.MODERN_DIR / "bert.onnx"), "-m", "attn_lrp", "--input",
+                 str(tmp_path / "tokens.npz"), "-o", str(tmp_path / "tokens.npy")]) == 0
+    relevance = np.load(tmp_path / "tokens.npy")
+    html = (tmp_path / "tokens.html").read_text()
+    attended = modern.example_inputs("bert")["attention_mask"].astype(bool)
+    strongest = relevance[0][attended[0]][np.abs(relevance[0][attended[0]]).argmax()]
+    assert f'title="{strongest:.4g}"' in html  # the strongest token's value, on hover
+    np.save(tmp_path / "images.npy", modern.example_inputs("vit_torchvision")["input"])
+    assert main(["analyze", str(modern.MODERN_DIR / "vit_torchvision.onnx"), "-m", "attn_lrp", "--input",
+                 str(tmp_path / "images.npy"), "-o", str(tmp_path / "vit.png")]) == 0
+    from PIL import Image
+    picture = np.asarray(Image.open(tmp_path / "vit.png"))
+    assert picture.ndim == 3 and picture.std() > 0
