@@ -91,7 +91,7 @@ def _compile(model, methods, neuron_selection, params, output, keep_softmax, pat
     skipped = []  # rewrites that did not apply: their reasons explain errors about what they left
     graph = canonical_graph(model, keep_softmax, skipped)
     explained = [fed_input(t) for t in explained_inputs(graph, wrt)]
-    position = explained_position(graph, explained_output(graph, output), position)
+    position = explained_position(graph, explained_output(graph, output), position, neuron_selection)
     graph = build(graph, resolved, neuron_selection, output, patterns, skipped, wrt, per_dimension, position)
     model = export(graph)
     describe(model, source, resolved, neuron_selection, explained_output(graph, output).name, keep_softmax, explained)
@@ -120,7 +120,7 @@ def build(graph: gs.Graph, resolved: list[Method], neuron_selection: str, output
     context = {"patterns": bind_patterns(resolved, patterns, graph), "model_nodes": list(graph.nodes),
                "forward": (inputs[0], forward_nodes(graph, [inputs[0]] + model_inputs)), "model_inputs": model_inputs}
     e = Emitter(graph)
-    mask, valid = selection_mask(e, y, neuron_selection, explained_position(graph, y, position))
+    mask, valid = selection_mask(e, y, neuron_selection, explained_position(graph, y, position, neuron_selection))
     explainable = explainable_samples(e, inputs, valid)
     seed_value = e.Mul(mask, y)
     seeds = {"one": mask, "value": seed_value, "positive_value": e.Relu(seed_value)}  # unused ones are cleaned up
@@ -314,7 +314,8 @@ def causal(graph: gs.Graph) -> bool:
     return any(node.op == "Trilu" for node in graph.nodes)
 
 
-def explained_position(graph: gs.Graph, y: gs.Tensor, position: str | int | None) -> int | None:
+def explained_position(graph: gs.Graph, y: gs.Tensor, position: str | int | None,
+                       neuron_selection: str = "max_activation") -> int | None:
     """The position of output y whose scores the neuron is selected from, as an index (-1: the last),
     or None for an output without positions (its scores are the whole output, flattened per sample).
 
@@ -322,11 +323,13 @@ def explained_position(graph: gs.Graph, y: gs.Tensor, position: str | int | None
     a sequence output (sequence_output) of a causal model (causal) is explained at its last position,
     the next-token prediction of a language model; a sequence output of another model (token
     classification) has no natural position and is refused, naming the output and its shape. Other
-    outputs are flattened per sample as ever. "last" is the last position of the tensor, as Hugging
-    Face's pipelines take it: with right padding, give the last real token's index instead."""
+    outputs are flattened per sample as ever, and so is a sequence output explained with neuron
+    selection "all" and no position (the sum of every position's scores: nothing to choose). "last" is
+    the last position of the tensor, as Hugging Face's pipelines take it: with right padding, give the
+    last real token's index instead."""
     shape = "[" + ", ".join(str(d) for d in (y.shape or [])) + "]"
     if position is None:
-        if not sequence_output(graph, y):
+        if neuron_selection == "all" or not sequence_output(graph, y):
             return None
         if causal(graph):
             return -1

@@ -62,6 +62,12 @@ def _dynamic_spatial_resnet():
 
 
 # name -> (what to write: bytes or a ModelProto, expected: an error substring or a checker(path))
+def _sequence_matmul():
+    """y [N, L, 3] = x [N, L, 4] W: scores at every position of a dynamic sequence."""
+    return model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [vi("x", shape=("N", "L", 4))],
+                 [vi("y", shape=("N", "L", 3))], [nh.from_array(W, "W")])
+
+
 def _check_dynamic_matmul(path):
     for length in (1, 5):
         x = np.random.default_rng(length).normal(size=(2, length, 4)).astype(np.float32)
@@ -132,9 +138,9 @@ CORPUS = {
                        _check_zero_size),
     "dynamic_non_batch_dims": (lambda: model([h.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", shape=("N", "L"))],
                                              [vi("y", shape=("N", "L"))]), _check_dynamic_relu),
-    "dynamic_sequence_matmul": (lambda: model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
-                                              [vi("x", shape=("N", "L", 4))], [vi("y", shape=("N", "L", 3))],
-                                              [nh.from_array(W, "W")]), _check_dynamic_matmul),
+    # scores per position and no causal mask: which position to explain is the user's to say
+    "dynamic_sequence_matmul": (lambda: _sequence_matmul(),
+                                "scores per position: choose the position to explain with --position"),
     # a strided Conv's gradient fits its transpose to the input's size at run time
     "dynamic_spatial_dims_strided": (_dynamic_spatial_resnet, _check_dynamic_spatial_resnet),
 }
@@ -316,6 +322,9 @@ CORPUS.update({
     # 1: an op with a subgraph that reads the explained input: refused by name (a constant condition is folded)
     "if_captures_input": (lambda: _if_model(False), "node 'the_if' (If) reads 'x', which depends on the explained input"),
     "loop_captures_input": (_loop_model, "node 'the_loop' (Loop) reads 'x'"),
+    "dynamic_sequence_matmul_all": Cli(("compile", "model.onnx", "-m", "gradient", "--neuron-selection", "all", "-o",
+                                        "out.onnx"), lambda folder, out, err: _check_dynamic_matmul(folder / "model.onnx"),
+                                       {"model.onnx": lambda: _sequence_matmul()}),
     "if_constant_condition": Cli(("compile", "if.onnx", "-m", "gradient", "--neuron-selection", "all", "-o", "out.onnx"),
                                  _check_if_folded, {"if.onnx": lambda: _if_model(True)}),
     # 2, 4: parameters out of range are refused at compile time, in one place
