@@ -73,7 +73,7 @@ def test_support_is_narrow_and_its_columns_align(capsys):
 def test_a_pipe_that_closes_early_is_no_error():
     done = subprocess.run(f"{sys.executable} -m nnxplain methods | head -1", shell=True, capture_output=True,
                           text=True, timeout=120)
-    assert done.returncode == 0 and done.stderr == "" and done.stdout.startswith("deconvnet")
+    assert done.returncode == 0 and done.stderr == "" and done.stdout.startswith("attn_lrp")
 
 
 # ------------------------------------------------------------------ names: methods, files, parameters
