@@ -198,3 +198,73 @@ def test_image_models_refuse_the_token_options(tmp_path, capsys):
     assert "--mask-token and --position are for token models" in capsys.readouterr().err
     with pytest.raises(NnxplainError, match="mask_token and position are for token models"):
         evaluate(ZOO_DIR / "digits_cnn.onnx", ["gradient"], np.zeros((3, 1, 8, 8), np.float32), mask_token=0)
+
+
+# ----------------------------------------------- faithfulness on a trained text model (AttnLRP's experiment)
+
+SENTIMENT_VOCAB, SENTIMENT_SEQ, PAD, MASK = 32, 12, 0, 1
+POSITIVE, NEGATIVE = range(2, 8), range(8, 14)  # the evidence; ids 14.. are filler words
+
+
+def sentiment_texts(n, seed):
+    """Texts of 6..12 tokens (right padded): filler words with 1..3 words of the label's kind and
+    fewer of the other; label 1 when the positive words are more."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(14, SENTIMENT_VOCAB, (n, SENTIMENT_SEQ))
+    lengths = rng.integers(6, SENTIMENT_SEQ + 1, n)
+    labels = rng.integers(0, 2, n)
+    for i in range(n):
+        count = rng.integers(1, 4)
+        others = rng.integers(0, count)
+        slots = rng.choice(np.arange(1, lengths[i]), count + others, replace=False)
+        own, other = (POSITIVE, NEGATIVE) if labels[i] else (NEGATIVE, POSITIVE)
+        ids[i, slots[:count]] = rng.choice(list(own), count)
+        ids[i, slots[count:]] = rng.choice(list(other), others)
+    mask = (np.arange(SENTIMENT_SEQ)[None] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": np.where(mask == 1, ids, PAD).astype(np.int64), "attention_mask": mask,
+            "token_type_ids": np.zeros((n, SENTIMENT_SEQ), np.int64)}, labels
+
+
+@pytest.fixture(scope="module")
+def sentiment_bert(tmp_path_factory):
+    """A 2-layer BERT (transformers, eager attention) trained on sentiment_texts, exported by torch.onnx."""
+    import warnings
+
+    import torch
+    from models import modern
+    torch.manual_seed(0)
+    config = modern.transformers().BertConfig(
+        vocab_size=SENTIMENT_VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=SENTIMENT_SEQ, num_labels=2, attn_implementation="eager", hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0)
+    net = modern.transformers().BertForSequenceClassification(config)
+    texts, labels = sentiment_texts(4000, seed=0)
+    feeds = {k: torch.from_numpy(v) for k, v in texts.items()}
+    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
+    for _ in range(2):
+        for batch in torch.randperm(len(labels)).split(64):
+            loss = torch.nn.functional.cross_entropy(net(**{k: v[batch] for k, v in feeds.items()}).logits,
+                                                     torch.from_numpy(labels)[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    wrapped = modern.Wrapped(net.eval(), "bert").eval()
+    path = tmp_path_factory.mktemp("sentiment") / "bert.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's
+        torch.onnx.export(wrapped, tuple(feeds.values()), str(path), dynamo=False, opset_version=17,
+                          input_names=list(texts), output_names=["logits"],
+                          dynamic_axes={**{k: {0: "batch", 1: "sequence"} for k in texts}, "logits": {0: "batch"}})
+    return path
+
+
+def test_on_a_trained_text_model_attention_aware_lrp_and_ig_beat_the_gradient_and_random(sentiment_bert):
+    texts, labels = sentiment_texts(100, seed=1)
+    logits = ort.InferenceSession(str(sentiment_bert), providers=["CPUExecutionProvider"]).run(None, texts)[0]
+    assert (logits.argmax(1) == labels).mean() > 0.95  # it learned the task
+    result = evaluate(sentiment_bert, ["attn_lrp", "cp_lrp", "integrated_gradients", "gradient"], texts,
+                      mask_token=MASK, progress=False)
+    scores = result["aopc"]
+    assert result["steps"] == SENTIMENT_SEQ
+    for name in ("attn_lrp", "cp_lrp", "integrated_gradients"):  # they find the evidence words
+        assert scores[name] > scores["gradient"] + 0.5 and scores[name] > scores["random"] + 0.5, scores
