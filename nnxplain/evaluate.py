@@ -8,7 +8,8 @@ finds the evidence makes the score fall fast. AOPC, the area over the perturbati
     AOPC = 1/(K+1) * sum_{k=0..K} mean over images of (f(x) - f(x after k steps))
 
 (higher is better). A random ordering of the regions always runs as the baseline (`random`).
-All forward runs are batched through ONNX Runtime.
+All forward runs are batched through ONNX Runtime. Token models are perturbed token by token instead
+(TokenEvaluation below: the most relevant tokens replaced by a mask token id).
 """
 from __future__ import annotations
 
@@ -285,16 +286,12 @@ class TokenEvaluation(Evaluation):
                                     f"methods (gradient, integrated_gradients, attn_lrp, ...)")
         if len(self.names) == 1:
             raise NnxplainError("give at least one method to evaluate (the random baseline always runs)")
-        self.explainers = _explainers(model, self.names, params, patterns, position=position)
-        first = next(iter(self.explainers.values()))
-        self.ids, self.position = first.explained_input(), position_of(first.model)
-        rows = table_rows(model, self.ids)
-        if rows is None:
-            raise NnxplainError(f"the model's explained input '{self.ids}' is no token ids read by an embedding "
-                                f"lookup; replacing tokens is for token models (images: evaluate without mask_token)")
+        self.ids, rows = explained_lookup(model)
         if isinstance(mask_token, bool) or not isinstance(mask_token, (int, np.integer)) or not 0 <= mask_token < rows:
             raise NnxplainError(f"mask token {mask_token!r} is not a token id of the model: input '{self.ids}' looks "
                                 f"up an embedding table of {rows} rows (ids 0..{rows - 1})")
+        self.explainers = _explainers(model, self.names, params, patterns, position=position)
+        self.position = position_of(next(iter(self.explainers.values())).model)
         self.model, self.steps, self.mask_token, self.seed = model, steps, int(mask_token), seed
         self.scorer = None
         self.threads = 0
@@ -339,12 +336,17 @@ def longest_text(feeds: dict) -> int:
     return max((v.shape[1] for v in feeds.values() if v.ndim >= 2), default=0)
 
 
-def table_rows(model, ids: str) -> int | None:
-    """The rows of the embedding table that input `ids` is looked up in (None: no lookup reads it)."""
+def explained_lookup(model) -> tuple[str, int]:
+    """(the input of token ids whose embeddings are explained, the rows of their table), as compile
+    finds them (nnxplain.explained)."""
     from .canonicalize import canonical_graph
-    from .explained import embedding_lookups, lookup_input
-    lookups = [n for n in embedding_lookups(canonical_graph(model)) if lookup_input(n).name == ids]
-    return max(n.inputs[0].values.shape[0] for n in lookups) if lookups else None
+    from .explained import explained_inputs, fed_input, table_of
+    explained = explained_inputs(canonical_graph(model))[0]
+    table = table_of(explained)
+    if table is None:
+        raise NnxplainError(f"the model's explained input '{explained.name}' is no embedding lookup of token ids; "
+                            f"replacing tokens is for token models (images: evaluate without mask_token)")
+    return fed_input(explained), table.shape[0]
 
 
 def token_feeds(model, x) -> dict:
@@ -389,11 +391,15 @@ def _own(name, params):
 def summary(result: dict) -> str:
     """One line: what was perturbed, how, in how many steps."""
     if "mask_token" in result:
-        where = "" if result["position"] is None else f", scored at position {result['position']}"
+        where = "" if result["position"] is None else f", scored at position {_position(result)}"
         return (f"perturbation analysis: {result['texts']} texts, tokens replaced by id {result['mask_token']}, "
                 f"{result['steps']} steps{where}")
     return (f"perturbation analysis: {result['images']} images, {result['region']}x{result['region']} regions, "
             f"{result['steps']} steps, {result['perturbation']}")
+
+
+def _position(result: dict) -> str:
+    return f"{result['position']}" + (" (the last)" if result["position"] == -1 else "")
 
 
 def table(result: dict) -> str:
@@ -424,7 +430,7 @@ def plot_bytes(result: dict) -> bytes:
         ax.set_xlabel(f"tokens replaced by id {result['mask_token']}")
     else:
         ax.set_xlabel(f"regions perturbed ({result['region']}x{result['region']} pixels, {result['perturbation']})")
-    where = "" if result.get("position") is None else f" at position {result['position']}"
+    where = "" if result.get("position") is None else f" at position {_position(result)}"
     ax.set_ylabel(f"score of the predicted class{where}")
     ax.set_title("perturbation analysis")
     ax.legend(fontsize=8)

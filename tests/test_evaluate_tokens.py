@@ -198,6 +198,9 @@ def test_image_models_refuse_the_token_options(tmp_path, capsys):
     assert "--mask-token and --position are for token models" in capsys.readouterr().err
     with pytest.raises(NnxplainError, match="mask_token and position are for token models"):
         evaluate(ZOO_DIR / "digits_cnn.onnx", ["gradient"], np.zeros((3, 1, 8, 8), np.float32), mask_token=0)
+    name = onnx.load(ZOO_DIR / "digits_cnn.onnx").graph.input[0].name
+    with pytest.raises(NnxplainError, match=f"explained input '{name}' is no embedding lookup of token ids"):
+        evaluate(ZOO_DIR / "digits_cnn.onnx", ["gradient"], {name: np.zeros((3, 1, 8, 8), np.float32)}, mask_token=0)
 
 
 # ----------------------------------------------- faithfulness on a trained text model (AttnLRP's experiment)
