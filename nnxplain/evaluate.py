@@ -272,7 +272,7 @@ class TokenEvaluation(Evaluation):
     def __init__(self, model, methods: list[str], longest: int, mask_token: int | None, steps: int | None = None,
                  params: dict | None = None, seed: int = 0, patterns=None, position: str | int | None = None):
         from .compiler import position_of
-        from .perturbation import is_perturbation
+        from .methods import load_method
         if mask_token is None:
             raise NnxplainError("a token model is perturbed by replacing its most relevant tokens with a token id: "
                                 "give --mask-token ID (Python: mask_token=), e.g. the [MASK] or pad token's id")
@@ -281,7 +281,7 @@ class TokenEvaluation(Evaluation):
             raise NnxplainError(f"steps must be between 1 and the most tokens a text has ({longest}), got {steps}")
         self.names = [m for m in methods if m != RANDOM] + [RANDOM]
         for name in self.names[:-1]:
-            if is_perturbation(name):
+            if load_method(name).kind == "perturbation":
                 raise NnxplainError(f"method '{name}' perturbs images; a token model is evaluated with compiled "
                                     f"methods (gradient, integrated_gradients, attn_lrp, ...)")
         if len(self.names) == 1:
