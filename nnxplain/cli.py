@@ -167,13 +167,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="a method parameter, `key=value` or `method.key=value`")
     p.add_argument("--data", required=True, metavar="X",
-                   help="images [N, C, H, W]: .npy, .npz with 'x', a folder of images or a glob")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+                   help="images [N, C, H, W]: .npy, .npz with 'x', a folder of images or a glob; for a token model "
+                        "an .npz holding its inputs by name (input_ids, attention_mask, ...)")
+    p.add_argument("--batch-size", type=int, default=64, help="images (texts) per batch (default: 64)")
     datasets(p)
     p.add_argument("--region", type=int, help="region side in pixels (default: 9, at most a quarter of the image side)")
-    p.add_argument("--steps", type=int, help="regions to perturb (default: all)")
-    p.add_argument("--perturbation", choices=("mean", "zeros", "gaussian", "invert"), default="zeros",
+    p.add_argument("--steps", type=int, help="regions (tokens) to perturb (default: all)")
+    p.add_argument("--perturbation", choices=("mean", "zeros", "gaussian", "invert"),
                    help="how a region is perturbed (default: zeros)")
+    p.add_argument("--mask-token", type=int, metavar="ID", help="token models: the id that replaces the most "
+                   "relevant tokens (e.g. the [MASK] or pad id; required there)")
+    p.add_argument("--position", metavar="last|N", help="token models with an output [batch, positions, scores]: "
+                   "the position explained and scored (as compile's --position; default: last for a causal "
+                   "language model)")
     p.add_argument("--patterns", metavar="PATTERNS.npz", help="fitted patterns (pattern.net, pattern.attribution)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random ordering and of gaussian noise")
     p.add_argument("-o", "--out", default="perturbation", metavar="NAME",
@@ -669,21 +675,40 @@ def _analyze_folder(args, methods):
 
 def _evaluate(args):
     from .engine import evaluate
-    from .evaluate import csv_bytes, plot_bytes, table
+    from .evaluate import csv_bytes, plot_bytes, summary, table
     from .runtime import write_files
     if not args.method:
         raise NnxplainError("give at least one --method to evaluate (the random baseline always runs)")
+    from .text import is_text
     base = args.out[:-4] if args.out.endswith((".png", ".csv")) else args.out
-    result, skipped = evaluate(args.model, args.method, _dataset(args, args.data), batch_size=args.batch_size,
-                               engine=_engine(args), progress=sys.stderr.isatty(), region=args.region,
-                               steps=args.steps, perturbation=args.perturbation, params=_params(args.param),
-                               seed=args.seed, patterns=args.patterns)
-    _report_skipped(skipped)
+    if is_text(args.model, args.data, None):
+        result = _evaluate_text(args)
+    else:
+        if args.mask_token is not None or args.position is not None:
+            raise NnxplainError("--mask-token and --position are for token models (int ids in); this one takes "
+                                "images")
+        result, skipped = evaluate(args.model, args.method, _dataset(args, args.data), batch_size=args.batch_size,
+                                   engine=_engine(args), progress=sys.stderr.isatty(), region=args.region,
+                                   steps=args.steps, perturbation=args.perturbation or "zeros",
+                                   params=_params(args.param), seed=args.seed, patterns=args.patterns)
+        _report_skipped(skipped)
     write_files({base + ".png": plot_bytes(result), base + ".csv": csv_bytes(result)})  # both or neither
-    print(f"perturbation analysis: {result['images']} images, {result['region']}x{result['region']} regions, "
-          f"{result['steps']} steps, {result['perturbation']}")
+    print(summary(result))
     print(table(result))
     print(f"wrote {base}.png and {base}.csv")
+
+
+def _evaluate_text(args) -> dict:
+    """evaluate on a token model: its inputs by name from the .npz, tokens replaced by --mask-token."""
+    from .evaluate import evaluate_tokens
+    for option, given in (("--region", args.region is not None), ("--perturbation", args.perturbation is not None),
+                          ("--engine ray", args.engine != "local")):
+        if given:
+            raise NnxplainError(f"{option} is for images; a token model's tokens are replaced by --mask-token ID "
+                                f"(locally)")
+    return evaluate_tokens(args.model, args.method, args.data, args.mask_token, steps=args.steps,
+                           params=_params(args.param), seed=args.seed, progress=sys.stderr.isatty(),
+                           patterns=args.patterns, position=args.position, batch_size=args.batch_size)
 
 
 def _bench(args):

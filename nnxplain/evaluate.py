@@ -8,7 +8,8 @@ finds the evidence makes the score fall fast. AOPC, the area over the perturbati
     AOPC = 1/(K+1) * sum_{k=0..K} mean over images of (f(x) - f(x after k steps))
 
 (higher is better). A random ordering of the regions always runs as the baseline (`random`).
-All forward runs are batched through ONNX Runtime.
+All forward runs are batched through ONNX Runtime. Token models are perturbed token by token instead
+(TokenEvaluation below: the most relevant tokens replaced by a mask token id).
 """
 from __future__ import annotations
 
@@ -92,11 +93,21 @@ def aopc(curve: np.ndarray) -> float:
     return float((curve[:1] - curve).mean())
 
 
-def evaluate(model, methods: list[str], x: np.ndarray, region: int | None = None, steps: int | None = None,
+def evaluate(model, methods: list[str], x, region: int | None = None, steps: int | None = None,
              perturbation: str = "zeros", params: dict | None = None, seed: int = 0, progress: bool = True,
-             patterns=None) -> dict:
-    """{method: curve [steps + 1] (mean score over the images)} for each method and the random baseline,
-    plus "aopc" {method: AOPC}."""
+             patterns=None, mask_token: int | None = None, position: str | int | None = None) -> dict:
+    """{"curves": {method: curve [steps + 1] (mean score over the images)}, "aopc": {method: AOPC}, ...}
+    for each method and the random baseline. x: images [N, C, H, W]; or for a token model a dict
+    {input name: array}, whose most relevant tokens are replaced by `mask_token` (evaluate_tokens;
+    `position` as compile's)."""
+    if isinstance(x, dict):
+        if region is not None or perturbation != "zeros":
+            raise NnxplainError("region and perturbation are for images; a token model's tokens are replaced by "
+                                "mask_token")
+        return evaluate_tokens(model, methods, x, mask_token, steps, params, seed, progress, patterns, position)
+    if mask_token is not None or position is not None:
+        raise NnxplainError("mask_token and position are for token models, whose inputs come as a dict "
+                            "{input name: array}")
     x = images(x)
     evaluation = Evaluation(model, methods, x.shape, region, steps, perturbation, params, seed, patterns)
     return evaluation.result(evaluation.sums(x, progress=progress))
@@ -119,7 +130,6 @@ class Evaluation:
 
     def __init__(self, model, methods: list[str], shape, region: int | None = None, steps: int | None = None,
                  perturbation: str = "zeros", params: dict | None = None, seed: int = 0, patterns=None):
-        from .analyzer import create_analyzer
         if perturbation not in PERTURBATIONS:
             raise NnxplainError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got '{perturbation}'")
         if len(shape) != 4:
@@ -139,15 +149,7 @@ class Evaluation:
             raise NnxplainError(f"steps must be between 1 and the number of regions ({total}), got {steps}")
         self.model, self.region, self.steps, self.perturbation, self.seed = model, region, steps, perturbation, seed
         self.names = [m for m in methods if m != RANDOM] + [RANDOM]
-        self.explainers = {}
-        for name in self.names:
-            if name == RANDOM:
-                continue
-            analyzer = create_analyzer(name, model, patterns=patterns, **_own(name, params or {}))
-            if analyzer.model is None and analyzer.method.kind != "perturbation":
-                raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
-                                    f"(from `nnxplain fit`), or patterns= in Python")
-            self.explainers[name] = analyzer
+        self.explainers = _explainers(model, self.names, params, patterns)
         self.scorer = None
         self.threads = 0  # ONNX Runtime's intra-op threads where it runs (0: one per core)
 
@@ -166,7 +168,7 @@ class Evaluation:
         return dict(self.__dict__, scorer=None)
 
     def sums(self, x: np.ndarray, index: int = 0, progress: bool = False) -> dict:
-        """{"images": n, "curves": {method: curve [steps + 1] summed over the images}} of one batch."""
+        """{"count": n, "curves": {method: curve [steps + 1] summed over the n images}} of one batch."""
         from .data import batch_seed
         x = images(x)
         self.setup()
@@ -182,28 +184,222 @@ class Evaluation:
             curve = perturbation_curve(self.scorer, x, relevance, classes, self.region, self.steps,
                                        self.perturbation, seed)
             curves[name] = curve.astype(np.float64).sum(1)
-        return {"images": len(x), "curves": curves}
+        return {"count": len(x), "curves": curves}
 
     @staticmethod
     def add(totals: dict | None, sums: dict | None) -> dict | None:
         if totals is None or sums is None:
             return sums if totals is None else totals
-        return {"images": totals["images"] + sums["images"],
+        return {"count": totals["count"] + sums["count"],
                 "curves": {k: v + sums["curves"][k] for k, v in totals["curves"].items()}}
 
     def result(self, totals: dict | None) -> dict:
-        if not totals or totals["images"] == 0:
-            raise NnxplainError("the data holds no images to evaluate on")
-        curves = {name: total / totals["images"] for name, total in totals["curves"].items()}
-        scores = {name: aopc(curve) for name, curve in curves.items()}  # the mean curve's AOPC is the images' mean
-        return {"curves": curves, "aopc": scores, "region": self.region, "steps": self.steps,
-                "perturbation": self.perturbation, "images": totals["images"]}
+        return dict(mean_curves(totals, "images"), region=self.region, perturbation=self.perturbation)
+
+
+def mean_curves(totals: dict | None, samples: str) -> dict:
+    """{"curves": {method: mean curve}, "aopc": {method: AOPC}, "steps": K, samples: count} from the
+    summed curves (`samples`: what was perturbed, images or texts)."""
+    if not totals or totals["count"] == 0:
+        raise NnxplainError(f"the data holds no {samples} to evaluate on")
+    curves = {name: total / totals["count"] for name, total in totals["curves"].items()}
+    scores = {name: aopc(curve) for name, curve in curves.items()}  # the mean curve's AOPC is the samples' mean
+    steps = len(next(iter(curves.values()))) - 1
+    return {"curves": curves, "aopc": scores, "steps": steps, samples: totals["count"]}
+
+
+def _explainers(model, names, params, patterns, **options) -> dict:
+    """{method: its Analyzer} for the methods among `names` (not the random baseline)."""
+    from .analyzer import create_analyzer
+    explainers = {}
+    for name in names:
+        if name == RANDOM:
+            continue
+        analyzer = create_analyzer(name, model, patterns=patterns, **options, **_own(name, params or {}))
+        if analyzer.model is None and analyzer.method.kind != "perturbation":
+            raise NnxplainError(f"method '{name}' needs fitted patterns: pass --patterns PATTERNS.npz "
+                                f"(from `nnxplain fit`), or patterns= in Python")
+        explainers[name] = analyzer
+    return explainers
+
+
+# ------------------------------------------------------------------------------ token models
+#
+# A token model (int ids in: BERT, GPT-2) is perturbed token by token. Each method's relevance per
+# token orders a text's positions, most relevant first; step k replaces the k most relevant tokens
+# with `mask_token` (the [MASK] or pad id) in the ids that the explained embedding lookup reads.
+# Padding (attention_mask 0) is never replaced. The score is the explained one: the class predicted
+# on the unperturbed text, at the explanation's position for an output [batch, positions, scores]
+# (a causal language model's last). AOPC is the image path's, over texts.
+
+
+def token_order(relevance: np.ndarray, attended: np.ndarray) -> np.ndarray:
+    """[N, seq]: each text's positions, most relevant first (ties by position), its padding last."""
+    keys = np.where(attended, -np.asarray(relevance, np.float64), np.inf)
+    return np.argsort(keys, axis=1, kind="stable")
+
+
+def token_curve(scorer, feeds: dict, ids: str, relevance: np.ndarray, attended: np.ndarray, classes: np.ndarray,
+                steps: int, mask_token: int) -> np.ndarray:
+    """[steps + 1, N]: the score of each text's class with its 0..steps most relevant tokens (input
+    `ids` of `feeds`) replaced by mask_token. A text with fewer tokens than steps keeps its last score."""
+    order = token_order(relevance, attended)
+    every = np.arange(len(order))
+    replaced = np.zeros(order.shape, bool)
+    curve = [scorer(feeds)[every, classes]]
+    for k in range(steps):
+        position = order[:, k]
+        replaced[every, position] |= attended[every, position]
+        perturbed = dict(feeds, **{ids: np.where(replaced, feeds[ids].dtype.type(mask_token), feeds[ids])})
+        curve.append(scorer(perturbed)[every, classes])
+    return np.stack(curve)
+
+
+def attended_positions(feeds: dict, ids: str) -> np.ndarray:
+    """[N, seq] bool: the positions that are tokens of the text, not padding (attention_mask 0)."""
+    from .text import MASK
+    mask = feeds.get(MASK)
+    if mask is None or np.shape(mask) != feeds[ids].shape:
+        return np.ones(feeds[ids].shape, bool)
+    return np.asarray(mask) != 0
+
+
+class TokenEvaluation(Evaluation):
+    """The perturbation analysis of `methods` on a token model, one batch of texts at a time (as
+    Evaluation: `sums(feeds, index)` per batch, `add`, `result`). `longest`: the most tokens a text
+    of the data has, the default and largest number of steps. `position`: as compile's."""
+
+    def __init__(self, model, methods: list[str], longest: int, mask_token: int | None, steps: int | None = None,
+                 params: dict | None = None, seed: int = 0, patterns=None, position: str | int | None = None):
+        from .compiler import position_of
+        from .methods import load_method
+        if mask_token is None:
+            raise NnxplainError("a token model is perturbed by replacing its most relevant tokens with a token id: "
+                                "give --mask-token ID (Python: mask_token=), e.g. the [MASK] or pad token's id")
+        steps = longest if steps is None else steps
+        if not 1 <= steps <= longest:
+            raise NnxplainError(f"steps must be between 1 and the most tokens a text has ({longest}), got {steps}")
+        self.names = [m for m in methods if m != RANDOM] + [RANDOM]
+        for name in self.names[:-1]:
+            if load_method(name).kind == "perturbation":
+                raise NnxplainError(f"method '{name}' perturbs images; a token model is evaluated with compiled "
+                                    f"methods (gradient, integrated_gradients, attn_lrp, ...)")
+        if len(self.names) == 1:
+            raise NnxplainError("give at least one method to evaluate (the random baseline always runs)")
+        self.ids, rows = explained_lookup(model)
+        if isinstance(mask_token, bool) or not isinstance(mask_token, (int, np.integer)) or not 0 <= mask_token < rows:
+            raise NnxplainError(f"mask token {mask_token!r} is not a token id of the model: input '{self.ids}' looks "
+                                f"up an embedding table of {rows} rows (ids 0..{rows - 1})")
+        self.explainers = _explainers(model, self.names, params, patterns, position=position)
+        self.position = position_of(next(iter(self.explainers.values())).model)
+        self.model, self.steps, self.mask_token, self.seed = model, steps, int(mask_token), seed
+        self.scorer = None
+        self.threads = 0
+
+    def setup(self):
+        if self.scorer is None:
+            from .runtime import session
+            self.scorer = Scorer(self.model, threads=self.threads, position=self.position)
+            for explainer in self.explainers.values():
+                explainer._session = session(explainer.model, threads=self.threads)
+
+    def sums(self, feeds: dict, index: int = 0, progress: bool = False) -> dict:
+        """{"count": n, "curves": {method: curve [steps + 1] summed over the n texts}} of one batch of
+        texts, `feeds` {input name: array [n, ...]}."""
+        from .data import batch_seed
+        from .text import per_token
+        self.setup()
+        seed = batch_seed(self.seed, index)
+        attended = attended_positions(feeds, self.ids)
+        classes = self.scorer(feeds).argmax(1)
+        curves = {}
+        for name in tqdm(self.names, desc="perturbation analysis", disable=not progress, unit="method"):
+            if name == RANDOM:
+                relevance = np.random.default_rng(seed).standard_normal(attended.shape)
+            else:
+                relevance = per_token(self.explainers[name].analyze(feeds, batch_index=index), name)
+            curve = token_curve(self.scorer, feeds, self.ids, relevance, attended, classes, self.steps,
+                                self.mask_token)
+            curves[name] = curve.astype(np.float64).sum(1)
+        return {"count": len(attended), "curves": curves}
+
+    def result(self, totals: dict | None) -> dict:
+        return dict(mean_curves(totals, "texts"), mask_token=self.mask_token, position=self.position)
+
+
+def longest_text(feeds: dict) -> int:
+    """The most tokens a text has: attention_mask's ones, else the sequence length of the inputs [N, seq]."""
+    from .text import MASK
+    mask = feeds.get(MASK)
+    if mask is not None and mask.ndim == 2:
+        return int((mask != 0).sum(1).max())
+    return max((v.shape[1] for v in feeds.values() if v.ndim >= 2), default=0)
+
+
+def explained_lookup(model) -> tuple[str, int]:
+    """(the input of token ids whose embeddings are explained, the rows of their table), as compile
+    finds them (nnxplain.explained)."""
+    from .canonicalize import canonical_graph
+    from .explained import explained_inputs, fed_input, table_of
+    explained = explained_inputs(canonical_graph(model))[0]
+    table = table_of(explained)
+    if table is None:
+        raise NnxplainError(f"the model's explained input '{explained.name}' is no embedding lookup of token ids; "
+                            f"replacing tokens is for token models (images: evaluate without mask_token)")
+    return fed_input(explained), table.shape[0]
+
+
+def token_feeds(model, x) -> dict:
+    """{input name: array} for every input of a token model, from x: {input name: array}, or the path
+    of an .npz holding them by name; checked against the model's inputs."""
+    from .analyzer import model_feeds
+    from .load import load
+    from .runtime import session
+    from .text import read_inputs
+    inputs = session(load(model)).get_inputs()
+    feeds = model_feeds(inputs, x) if isinstance(x, dict) else read_inputs(str(x), inputs)[0]
+    if not len(next(iter(feeds.values()))):
+        raise NnxplainError("the data holds no texts to evaluate on")
+    return feeds
+
+
+def evaluate_tokens(model, methods: list[str], x, mask_token: int | None, steps: int | None = None,
+                    params: dict | None = None, seed: int = 0, progress: bool = True, patterns=None,
+                    position: str | int | None = None, batch_size: int = 64) -> dict:
+    """The perturbation analysis on a token model (see above): {"curves": {method: mean curve
+    [steps + 1]}, "aopc": {method: AOPC}, "steps", "texts", "mask_token", "position"}, for each
+    method and the random baseline. x: {input name: array} or an .npz of them by name."""
+    if batch_size < 1:
+        raise NnxplainError(f"batch size must be at least 1, got {batch_size}")
+    feeds = token_feeds(model, x)
+    n = len(next(iter(feeds.values())))
+    evaluation = TokenEvaluation(model, methods, longest_text(feeds), mask_token, steps, params, seed, patterns, position)
+    totals = None
+    for index, start in enumerate(tqdm(range(0, n, batch_size), desc="perturbation analysis", disable=not progress,
+                                       unit="batch")):
+        totals = evaluation.add(totals, evaluation.sums({k: v[start:start + batch_size] for k, v in feeds.items()},
+                                                        index))
+    return evaluation.result(totals)
 
 
 def _own(name, params):
     """The parameters (`key` or `method.key`) that method `name` has."""
     from .methods import load_method
     return scoped(params, name, load_method(name).settable())
+
+
+def summary(result: dict) -> str:
+    """One line: what was perturbed, how, in how many steps."""
+    if "mask_token" in result:
+        where = "" if result["position"] is None else f", scored at position {_position(result)}"
+        return (f"perturbation analysis: {result['texts']} texts, tokens replaced by id {result['mask_token']}, "
+                f"{result['steps']} steps{where}")
+    return (f"perturbation analysis: {result['images']} images, {result['region']}x{result['region']} regions, "
+            f"{result['steps']} steps, {result['perturbation']}")
+
+
+def _position(result: dict) -> str:
+    return f"{result['position']}" + (" (the last)" if result["position"] == -1 else "")
 
 
 def table(result: dict) -> str:
@@ -230,8 +426,12 @@ def plot_bytes(result: dict) -> bytes:
     for name, curve in result["curves"].items():
         ax.plot(np.arange(len(curve)), curve, label=f"{name} (AOPC {result['aopc'][name]:.3f})",
                 linestyle="--" if name == RANDOM else "-")
-    ax.set_xlabel(f"regions perturbed ({result['region']}x{result['region']} pixels, {result['perturbation']})")
-    ax.set_ylabel("score of the predicted class")
+    if "mask_token" in result:
+        ax.set_xlabel(f"tokens replaced by id {result['mask_token']}")
+    else:
+        ax.set_xlabel(f"regions perturbed ({result['region']}x{result['region']} pixels, {result['perturbation']})")
+    where = "" if result.get("position") is None else f" at position {_position(result)}"
+    ax.set_ylabel(f"score of the predicted class{where}")
     ax.set_title("perturbation analysis")
     ax.legend(fontsize=8)
     fig.tight_layout()
