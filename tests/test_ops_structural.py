@@ -517,8 +517,9 @@ def dense_after(nodes, x_dims, consts, features, dynamic=(0,)):
     return model
 
 
-NONLINEAR = {  # op: (its node, x dims, constants)
-    "LayerNormalization": (node("LayerNormalization", ["x", "s"], name="the_op"), (2, 3, 4), {"s": normal((4,), 1)}),
+NONLINEAR = {  # op: (its node, x dims, constants); LayerNormalization has an LRP rule (tests/test_attention_lrp.py)
+    "InstanceNormalization": (node("InstanceNormalization", ["x", "s", "b"], name="the_op"), (2, 3, 4),
+                              {"s": normal((3,), 1), "b": normal((3,), 2)}),
     "Softmax": (node("Softmax", ["x"], name="the_op", axis=1), (2, 3, 4), {}),
     "Einsum": (node("Einsum", ["x", "c"], name="the_op", equation="bij,jk->bik"), (2, 3, 4), {"c": normal((4, 4), 2)}),
 }
@@ -526,8 +527,8 @@ NONLINEAR = {  # op: (its node, x dims, constants)
 
 @pytest.mark.parametrize("op", list(NONLINEAR))
 def test_lrp_refuses_the_nonlinear_ops(op):
-    """Normalizations, Softmax and Einsum are category "nonlinear": LRP methods refuse the node by
-    name (until a rule names the op), gradient methods explain it."""
+    """Normalizations other than LayerNormalization, Softmax and Einsum are category "nonlinear": LRP
+    methods refuse the node by name (until a rule names the op), gradient methods explain it."""
     the_node, dims, consts = NONLINEAR[op]
     model = dense_after([the_node], dims, consts, int(np.prod(dims[1:])))
     with pytest.raises(nnxplain.NnxplainError, match="the_op") as info:
