@@ -27,7 +27,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 
 import nnxplain  # noqa: E402
+from nnxplain.bench import environment  # noqa: E402
 
 TARGET_RATIO = 2.3
 METHOD = "gradient"
@@ -264,10 +264,7 @@ def main(argv=None) -> int:
             "benchmark": "gradient explainer vs forward, ONNX Runtime CPU",
             "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
             "target_ratio": TARGET_RATIO,
-            "env": {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
-                    "nnxplain": nnxplain.__version__, "nnxplain_path": str(Path(nnxplain.__file__).parent),
-                    "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "machine": platform.machine()},
+            "env": {**environment(), "nnxplain_path": str(Path(nnxplain.__file__).parent)},
             "results": results,
         }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,8 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
@@ -40,6 +37,7 @@ import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 from bench_gradient import common_arguments, make_session, profile_op_types, settle  # noqa: E402
 
 import nnxplain  # noqa: E402
+from nnxplain.bench import environment  # noqa: E402
 
 TARGETS = {"lrp.epsilon": 2.5, "lrp.alpha_2_beta_1": 6.0}
 
@@ -185,9 +183,7 @@ def main(argv=None) -> int:
     if args.json:
         report = {"benchmark": "LRP explainers vs forward, ONNX Runtime CPU; Captum LRP vs torch forward",
                   "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
-                  "env": {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
-                          "nnxplain": nnxplain.__version__, "python": platform.python_version(),
-                          "cpu_count": os.cpu_count(), "machine": platform.machine()},
+                  "env": environment(),
                   "results": results}
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     bad = [f"{r['model']}/{k}" for r in results for k, m in r["methods"].items()

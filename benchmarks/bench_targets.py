@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import warnings
@@ -28,7 +27,6 @@ from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
@@ -37,7 +35,7 @@ import bench_models  # noqa: E402  (benchmarks/bench_models.py)
 import bench_patterns  # noqa: E402
 
 import nnxplain  # noqa: E402
-from nnxplain.bench import bench, make_session, median_time  # noqa: E402
+from nnxplain.bench import bench, environment, make_session, median_time  # noqa: E402
 from nnxplain.errors import NnxplainError  # noqa: E402
 
 
@@ -239,9 +237,7 @@ def main(argv=None) -> int:
         r["met"] = "ratio" in r and next(t for t in TARGETS if t.key == r["key"]).met(r)
     print(table(rows))
     if args.json:
-        env = {"onnxruntime": ort.__version__, "torch": torch.__version__, "nnxplain": nnxplain.__version__,
-               "python": platform.python_version(), "batch": args.batch, "repeats": args.repeats,
-               "threads": args.threads}
+        env = {**environment(), "batch": args.batch, "repeats": args.repeats, "threads": args.threads}
         Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     return 0
 

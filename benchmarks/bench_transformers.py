@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nnxplain  # noqa: E402
 from models import modern  # noqa: E402
-from nnxplain.bench import make_session, median_time  # noqa: E402
+from nnxplain.bench import environment, make_session, median_time  # noqa: E402
 from nnxplain.errors import NnxplainError  # noqa: E402
 
 SEQUENCE = 128
@@ -256,9 +254,7 @@ def main(argv=None) -> int:
             rows += bench_model(name, Path(folder), args, bar)
     print(table(rows, args.steps))
     if args.json:
-        env = {"onnxruntime": ort.__version__, "torch": torch.__version__, "nnxplain": nnxplain.__version__,
-               "python": platform.python_version(), "repeats": args.repeats, "steps": args.steps,
-               "threads": args.threads}
+        env = {**environment(), "repeats": args.repeats, "steps": args.steps, "threads": args.threads}
         Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     return 0
 

@@ -41,6 +41,24 @@ print(json.dumps({'peak': status('VmHWM:') - before}))
 """
 
 
+def environment() -> dict:
+    """The versions and machine a benchmark's figures were measured with (for its JSON report)."""
+    import platform
+
+    import onnx
+    import onnxruntime as ort
+
+    from . import __version__
+    env = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "nnxplain": __version__,
+           "python": platform.python_version(), "cpu_count": os.cpu_count(), "machine": platform.machine()}
+    try:
+        import torch
+        env["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return env
+
+
 def make_session(model_bytes: bytes, threads: int = 0):
     import onnxruntime as ort
     options = ort.SessionOptions()
