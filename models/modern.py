@@ -129,6 +129,22 @@ def bert():
     return hf.BertForSequenceClassification(config)
 
 
+def distilbert():
+    """transformers' DistilBERT for sequence classification: word + position embeddings, 2 post-norm
+    layers (its own attention module), the first token's pre-classifier with ReLU."""
+    hf = transformers()
+    config = hf.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                 max_position_embeddings=64, num_labels=3, attn_implementation="eager")
+    return hf.DistilBertForSequenceClassification(config)
+
+
+def convnext_hf():
+    """transformers' ConvNeXt (its own LayerNorm over channels first and last, GELU, layer scale)."""
+    hf = transformers()
+    config = hf.ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1], num_labels=10)
+    return hf.ConvNextForImageClassification(config)
+
+
 def gpt2():
     """transformers' GPT-2 causal LM: token + position embeddings, causal self-attention (masked by
     Where), GELU (tanh) MLP as Conv1D (Gemm-like MatMul), tied LM head; logits [batch, seq, vocab]."""
@@ -170,9 +186,9 @@ def unet():
 
 
 BUILDERS = {"vit": vit, "vit_torchvision": vit_torchvision, "swin": swin, "convnext": convnext,
-            "efficientnet": efficientnet, "mobilenetv3": mobilenetv3, "regnet": regnet, "bert": bert, "gpt2": gpt2,
-            "unet": unet}
-TEXT = {"bert", "gpt2"}
+            "convnext_hf": convnext_hf, "efficientnet": efficientnet, "mobilenetv3": mobilenetv3, "regnet": regnet,
+            "bert": bert, "distilbert": distilbert, "gpt2": gpt2, "unet": unet}
+TEXT = {"bert", "distilbert", "gpt2"}
 
 
 def build(name: str) -> nn.Module:
@@ -201,6 +217,9 @@ class Wrapped(nn.Module):
         if self.name == "bert":
             ids, mask, types = inputs
             return self.model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        if self.name == "distilbert":
+            ids, mask = inputs
+            return self.model(input_ids=ids, attention_mask=mask).logits
         if self.name == "gpt2":  # the causal and padding mask built here, 4-D and additive: transformers
             ids, mask = inputs     # builds it with vmap, which the legacy exporter cannot trace
             length = ids.shape[1]
@@ -221,7 +240,7 @@ def example_inputs(name: str, batch: int = 2) -> dict[str, np.ndarray]:
     ids = rng.integers(1, VOCAB, (batch, SEQUENCE)).astype(np.int64)
     mask = np.ones((batch, SEQUENCE), np.int64)
     mask[1:, -2:] = 0
-    if name == "gpt2":
+    if name in ("gpt2", "distilbert"):
         return {"input_ids": ids, "attention_mask": mask}
     types = np.zeros((batch, SEQUENCE), np.int64)
     types[:, SEQUENCE // 2:] = 1
