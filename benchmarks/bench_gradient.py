@@ -111,7 +111,7 @@ def node_part(name: str, op: str) -> str:
     NCHWc layout pass adds Reorder* nodes wherever a tensor crosses between layouts."""
     if op.startswith("Reorder"):
         return "layout"
-    if name.startswith("nnx/") or name == METHOD or name.startswith(METHOD + "_"):
+    if name.startswith(("nnx/", METHOD + "/", METHOD + "_")) or name == METHOD:
         return "backward"
     return "forward"
 

@@ -181,7 +181,10 @@ def bench_encoder(folder: str, args, bar) -> dict:
         xg = x.clone().requires_grad_(True)
         logits = net(xg)
         logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
-    autograd()
+        return xg.grad.numpy()
+    want = autograd()
+    got = explain.run([out], feeds)[0]
+    row["error_vs_autograd"] = float(np.abs(got - want).max() / np.abs(want).max())  # checked, not only timed
     row["peer_ms"] = median_ms(autograd, args.repeats)
     bar.update(1)
     return row
@@ -204,6 +207,8 @@ def table(rows: list[dict]) -> str:
             peer = f"{t.peer} {r['peer_ms']:.1f}"
         else:
             peer = r.get("peer_note", "")
+        if "error_vs_autograd" in r:
+            peer += f" (gradient's error {r['error_vs_autograd']:.1e})"
         unit = "" if r["key"] == "pattern fitting" else "x"
         lines.append(f"| {r['model']} | {r['key']} | {t.target} | {r['ms']:.1f} | {r['forward_ms']:.1f} | "
                      f"{r['ratio']:.2f}{unit} | {peer} | {'yes' if t.met(r) else 'no'} |")

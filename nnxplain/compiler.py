@@ -371,7 +371,10 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str, position: int | None = N
         zero = e.const(np.array(0.0, FLOAT))
         scores = e.ReduceSum(e.Where(e.Cast(at, to=onnx.TensorProto.BOOL), y, zero), e.ints([1]), keepdims=0)
     if mode == "all":
-        ones = e.ConstantOfShape(e.shape_of(y), value=np.ones(1, FLOAT))
+        # 1 everywhere, shaped like y as shape inference sees it (a ConstantOfShape of Shape(y) would
+        # leave the whole backward pass's shapes unknown to ONNX Runtime: see Emitter.reshape_like)
+        one = e.const(np.array(1.0, FLOAT))
+        ones = e.Where(e.IsNaN(y), one, one)
         return (ones if at is None else e.Mul(ones, at)), valid
     if at is None:
         scores = e.Flatten(y, axis=1)
@@ -392,7 +395,9 @@ def selection_mask(e: Emitter, y: gs.Tensor, mode: str, position: int | None = N
         in_range = e.And(e.GreaterOrEqual(neuron, e.ints([0])), e.Less(neuron, depth))
         valid = in_range if valid is None else e.And(in_range, valid)
     onehot = e.OneHot(index, depth, e.const(np.array([0, 1], FLOAT)), axis=-1)
-    if at is None:
+    if at is None and y.shape is not None and len(y.shape) == 2:
+        return onehot, valid  # already y's shape, and one ONNX Runtime's inference can follow (reshape_like)
+    if at is None:  # to the run-time shape: inference can be wrong about y's static dims (a ceil_mode pool)
         return e.reshape_like(onehot, y), valid
     return e.Mul(e.Unsqueeze(onehot, e.ints([1])), at), valid
 

@@ -99,8 +99,20 @@ class Emitter:
             self._shapes[t.name] = self.Shape(t)
         return self._shapes[t.name]
 
-    def reshape_like(self, g: gs.Tensor, like: gs.Tensor) -> gs.Tensor:
-        return self.Reshape(g, self.shape_of(like))
+    def reshape_like(self, g: gs.Tensor, like: gs.Tensor, g_dims: list | None = None) -> gs.Tensor:
+        """g reshaped to like's shape. `g_dims`: g's dims where the forward graph knows them (ints,
+        symbols, None). Where like's symbolic dims stand at the same places in g (the batch), the
+        target is a constant with 0 there (Reshape copies that dim from g) rather than the run-time
+        Shape(like): ONNX Runtime infers the result's shape from the constant, and a backward pass
+        of unknown shapes loads in time quadratic in its depth (README: Scale)."""
+        target = _inferable_target(like, g_dims, 0)
+        return self.Reshape(g, self.shape_of(like) if target is None else self.ints(target))
+
+    def expand_like(self, g: gs.Tensor, like: gs.Tensor, g_dims: list | None = None) -> gs.Tensor:
+        """g broadcast to like's shape; a constant target (1 where g has like's symbolic dim already)
+        where g_dims allows it, as in reshape_like."""
+        target = _inferable_target(like, g_dims, 1)
+        return self.Expand(g, self.shape_of(like) if target is None else self.ints(target))
 
     def zeros_like(self, like: gs.Tensor) -> gs.Tensor:
         return self.ConstantOfShape(self.shape_of(like), value=np.zeros(1, FLOAT))
@@ -120,10 +132,27 @@ class Emitter:
         lead = len(ys) - len(xs)
         axes = list(range(lead)) + [lead + i for i, d in enumerate(xs) if d == 1 and ys[lead + i] != 1]
         if axes:
-            g = self.ReduceSum(g, self.ints(axes), keepdims=1)
-        if lead or axes:
-            g = self.reshape_like(g, x)
+            g = self.ReduceSum(g, self.ints(axes), keepdims=1)  # x's shape, after `lead` axes of 1
+        if lead:  # Squeeze rather than a Reshape to Shape(x): the result's shape stays inferable
+            g = self.Squeeze(g, self.ints(list(range(lead))))
         return g
+
+
+def _inferable_target(like: gs.Tensor, g_dims: list | None, keep: int) -> list[int] | None:
+    """like's dims as a constant shape, `keep` (Reshape's 0, Expand's 1: take g's dim) standing for each
+    symbolic dim that g has at the same place; None where some dim is neither static nor so kept."""
+    dims = shape(like)
+    if g_dims is None or dims is None or (keep == 1 and len(g_dims) != len(dims)):
+        return None
+    target = []
+    for i, d in enumerate(dims):
+        if isinstance(d, (int, np.integer)) and d > 0:
+            target.append(int(d))
+        elif isinstance(d, str) and i < len(g_dims) and g_dims[i] == d:
+            target.append(keep)
+        else:
+            return None
+    return target
 
 
 def shape(t: gs.Tensor) -> list | None:

@@ -16,4 +16,4 @@ def spread_mean(e, dy, x, y):
     """Gradient of a mean: dy broadcast over the reduced elements, divided by their number (on an
     empty batch both sizes are 0: the divisor is then 1, it divides nothing)."""
     count = e.Cast(e.Div(e.Size(x), e.Max(e.Size(y), e.const(np.array(1, np.int64)))), to=1)  # 1 = FLOAT
-    return e.Div(e.Expand(dy, e.shape_of(x)), count)
+    return e.Div(e.expand_like(dy, x, y.shape), count)
