@@ -165,6 +165,10 @@ GATHER_CASES = {  # name: (x dims, axis, indices)
     "2-D indices, last axis": ((2, 3, 5), -1, np.array([[0, 4], [-2, 1], [2, 2]], np.int64)),
     "batch axis": ((2, 3, 4), 0, np.array([1, 0, 1], np.int64)),
     "int32 indices, axis 2 of 4": ((2, 3, 4, 2), 2, np.array([[3, -4, 1]], np.int32)),
+    # constant runs: the gradient is dy padded with zeros
+    "k of a stacked q, k, v: qkv[1]": ((3, 2, 4), 0, np.array(1, np.int64)),
+    "consecutive rows [1, 2, 3]": ((2, 5, 3), 1, np.array([1, 2, 3], np.int64)),
+    "negative run [-2, -1], last axis": ((2, 3, 5), 2, np.array([-2, -1], np.int32)),
 }
 
 
