@@ -10,7 +10,7 @@ For each benchmark model (benchmarks/bench_models.py, exported to ONNX in a temp
 Every run is checked: the explainer's logits must match the forward model's, and its gradient must
 match torch autograd's input gradient of each sample's largest logit.
 
-    python benchmarks/bench_gradient.py [--quick] [--json out.json] [--profile]
+    python benchmarks/bench_gradient.py [--quick] [--json out.json] [--profile] [--floor]
 
 --profile adds ONNX Runtime's per-op-type kernel time of the explainer and of the forward model,
 split into forward, backward (the nodes nnxplain emitted) and layout (NCHWc reorders).
@@ -85,6 +85,30 @@ def torch_gradient(name: str, x: np.ndarray) -> np.ndarray:
     return xt.grad.numpy()
 
 
+def floor_explainer(explainer: onnx.ModelProto) -> onnx.ModelProto:
+    """The explainer with what is not a convolution taken out, for timing only (its gradient is wrong):
+    each ReLU mask Where(Greater(y, 0), dy, 0) becomes dy, and each max-pool routing (MaxPool with
+    Indices, ScatterElements, Reshape to the input's shape) becomes a nearest Resize of dy to that
+    shape. What remains, the forward pass and the transposed convolutions, is what any formulation of
+    the gradient in standard ONNX ops runs at least: its ratio is the floor of this explainer's."""
+    import onnx_graphsurgeon as gs
+    graph = gs.import_onnx(explainer)
+    for node in graph.nodes:
+        mask = node.inputs[0].inputs[0] if node.op == "Where" and node.inputs[0].inputs else None
+        if mask is not None and mask.op == "Greater":
+            node.op, node.inputs, node.attrs = "Identity", [node.inputs[1]], {}
+        if node.op == "ScatterElements":
+            dy = node.inputs[2].inputs[0].inputs[0]  # ScatterElements(zeros, indices, Reshape(dy, [-1]))
+            reshape = node.outputs[0].outputs[0]
+            empty = gs.Constant(f"{reshape.name}/empty", np.zeros(0, np.float32))
+            reshape.op, reshape.attrs = "Resize", {"mode": "nearest"}
+            reshape.inputs = [dy, empty, empty, reshape.inputs[1]]
+    graph.cleanup().toposort()
+    floor = gs.export_onnx(graph)
+    floor.ir_version = explainer.ir_version
+    return floor
+
+
 def max_rel_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
 
@@ -143,6 +167,22 @@ def profile_op_types(model_bytes: bytes, feed: dict, threads: int, runs: int, fo
                     for (op, part), ms in rows]}
 
 
+def interleaved(sessions: dict, feed: dict, repeats: int, bar: tqdm | None = None) -> tuple[dict, dict]:
+    """Wall and process CPU seconds of each session's runs, the order alternating each repeat (so that
+    drift and a busy neighbour hit all alike). CPU time is less disturbed by a neighbour's load."""
+    times = {which: [] for which in sessions}
+    cpu = {which: [] for which in sessions}
+    for r in range(repeats):
+        for which in (list(sessions) if r % 2 == 0 else list(reversed(sessions))):
+            cpu_start, start = time.process_time(), time.perf_counter()
+            sessions[which].run(None, feed)
+            times[which].append(time.perf_counter() - start)
+            cpu[which].append(time.process_time() - cpu_start)
+        if bar is not None:
+            bar.update(1)
+    return times, cpu
+
+
 def bench_model(name: str, path: Path, args, bar: tqdm, folder: str) -> dict:
     compile_s, explainer = median_compile_time(path, args.compile_repeats)
     explainer_bytes = explainer.SerializeToString()
@@ -160,17 +200,7 @@ def bench_model(name: str, path: Path, args, bar: tqdm, folder: str) -> dict:
     for _ in range(args.warmup):
         forward.run(None, feed)
         explain.run(None, feed)
-    times = {"forward": [], "explainer": []}
-    cpu = {"forward": [], "explainer": []}  # process CPU time: less disturbed by a busy neighbour
-    sessions = {"forward": forward, "explainer": explain}
-    for r in range(args.repeats):
-        order = ("forward", "explainer") if r % 2 == 0 else ("explainer", "forward")
-        for which in order:
-            cpu_start, start = time.process_time(), time.perf_counter()
-            sessions[which].run(None, feed)
-            times[which].append(time.perf_counter() - start)
-            cpu[which].append(time.process_time() - cpu_start)
-        bar.update(1)
+    times, cpu = interleaved({"forward": forward, "explainer": explain}, feed, args.repeats, bar)
     forward_ms = statistics.median(times["forward"]) * 1e3
     explainer_ms = statistics.median(times["explainer"]) * 1e3
     ratio = explainer_ms / forward_ms
@@ -191,6 +221,13 @@ def bench_model(name: str, path: Path, args, bar: tqdm, folder: str) -> dict:
         "explainer_runs_ms": [round(t * 1e3, 2) for t in times["explainer"]],
         "explainer_nodes": collections.Counter(n.op_type for n in explainer.graph.node).most_common(),
     }
+    if args.floor:  # in a run of its own: a third session interleaved slows the other two
+        floor = make_session(floor_explainer(explainer).SerializeToString(), args.threads)
+        for _ in range(args.warmup):
+            floor.run(None, feed)
+        floor_times, _ = interleaved({"forward": forward, "floor": floor}, feed, args.repeats)
+        result["floor_ms"] = round(statistics.median(floor_times["floor"]) * 1e3, 2)
+        result["floor_ratio"] = round(statistics.median(floor_times["floor"]) / statistics.median(floor_times["forward"]), 3)
     if args.profile:
         bar.set_postfix_str(f"{name}: profiling")
         result["profile"] = {"explainer": profile_op_types(explainer_bytes, feed, args.threads, args.profile_runs, folder),
@@ -208,6 +245,10 @@ def table(results: list[dict]) -> str:
         lines.append(f"{r['model']:<10} {r['compile_s']:>9.3f} {r['forward_ms']:>11.1f} {r['explainer_ms']:>13.1f} "
                      f"{r['ratio']:>6.2f}x {TARGET_RATIO:>5.1f}x {mark:<4}  "
                      f"{t['samples_within_1e-4']}/{t['samples']}, {t['min_cosine']:.5f}")
+    for r in results:
+        if "floor_ms" in r:
+            lines.append(f"{r['model']}: floor (forward + transposed convolutions only, see floor_explainer) "
+                         f"{r['floor_ms']:.1f} ms, {r['floor_ratio']:.2f}x the forward pass")
     return "\n".join(lines)
 
 
@@ -243,6 +284,8 @@ def main(argv=None) -> int:
     common_arguments(p, repeats=15, warmup=3)
     p.add_argument("--profile", action="store_true", help="also profile the explainer per op type")
     p.add_argument("--profile-runs", type=int, default=3)
+    p.add_argument("--floor", action="store_true",
+                   help="also time the explainer without ReLU masks and max-pool routing (its floor; see floor_explainer)")
     args = settle(p.parse_args(argv))
     args.compile_repeats = 1 if args.quick else 3
 
