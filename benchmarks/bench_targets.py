@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import warnings
@@ -100,6 +101,13 @@ def zennit_epsilon_plus_flat(net: torch.nn.Module):
     return run
 
 
+def _short(note: str) -> str:
+    """Captum's refusal in a table cell: "Module of type <class '...Flatten'> has no rule defined and
+    no default rule ..." becomes "Captum has no LRP rule for Flatten"."""
+    match = re.search(r"<class '[\w.]*\.(\w+)'> has no rule", note)
+    return f"Captum has no LRP rule for {match.group(1)}" if match else note
+
+
 def median_ms(fn, repeats: int) -> float:
     return 1000 * median_time(fn, repeats)
 
@@ -118,7 +126,7 @@ def bench_cnn(name: str, path: Path, args, bar) -> list[dict]:
         if "captum_ratio" in r:
             row.update(peer_ms=r["captum_ms"], peer_ratio=r["captum_ratio"])
         elif r.get("captum_note") and r["method"] in ("gradient", "lrp.epsilon", "integrated_gradients"):
-            row["peer_note"] = r["captum_note"]
+            row["peer_note"] = _short(r["captum_note"])
         rows.append(row)
     zennit = zennit_epsilon_plus_flat(twin)
     plus_flat = next(row for row in rows if row["key"] == "epsilon_plus_flat")

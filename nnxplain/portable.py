@@ -23,13 +23,14 @@ writes is put into this form at export (`normalize`) and then checked (`violatio
    shapes themselves; a stored symbol such as the sampling methods' samples x batch dimension, or
    a symbolic batch where the caller fixes the input shape, is what some engines cannot unify).
    Graph outputs name only symbols that the graph inputs define.
-   The price is ONNX Runtime's: without stored shapes its own inference leaves most backward shapes
-   unknown (they follow Reshapes to run-time shapes), and its memory planner then takes time
-   quadratic in the depth to load the graph (a 4000-node ReLU chain's gradient explainer: 17 s;
-   with the shapes stored, 0.9 s). `store_shapes` adds them, naming the inputs' symbols: nnxplain's
-   own sessions do that in memory, and `nnxplain compile --store-shapes` writes them into the file
-   for ONNX Runtime deployments (such a file is not for an engine that fixes the input shape
-   first: tract then fails to unify the stored batch symbol with the fixed batch).
+   ONNX Runtime then infers them itself, without data propagation: a dim it cannot name (a Reshape
+   to a run-time Shape(x)) makes its memory planner take time quadratic in the depth to load the
+   graph, so the rules reshape and broadcast to constant targets where the forward graph knows
+   the dims (Emitter.reshape_like; tests/test_inferable_shapes.py). `store_shapes` adds them,
+   naming the inputs' symbols: nnxplain's own sessions do that in memory, and `nnxplain compile
+   --store-shapes` writes them into the file for ONNX Runtime deployments (such a file is not for
+   an engine that fixes the input shape first: tract then fails to unify the stored batch symbol
+   with the fixed batch).
 4. **0-D scalars where the operator allows either.** OneHot's depth, Pad's constant value and
    Clip's bounds are 0-D tensors.
 """
