@@ -3,7 +3,7 @@
 An explainer file stores no intermediate shapes (portable.py, rule 3). ONNX Runtime then infers them
 itself, without data propagation: a Reshape or Expand to a run-time Shape(x) gets unknown dims, and
 so does everything downstream of it. With unknown dims its memory planner takes time quadratic in
-the depth of the graph to load it (a 8000-node Relu chain's gradient explainer: 40 s, against 1.5 s
+the depth of the graph to load it (an 8000-node Relu chain's gradient explainer: 40 s, against 1.5 s
 with the shapes inferable; README: Scale). So the rules reshape and broadcast to constant targets
 where the forward graph knows the dims (0 or 1 standing for the batch symbol), and the neuron
 selection of a [batch, scores] output needs no reshape at all.
