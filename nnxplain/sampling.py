@@ -115,7 +115,7 @@ def explain_sampled(e: Emitter, method, base, inputs: list, y: gs.Tensor, mask: 
             # from the run-time dims even where they are static: with constant inputs the generator
             # is folded by ONNX Runtime when it loads the file, which took 40 s for 50 samples at
             # 3x224x224 (computing it in each run takes 0.7 s of a 2.4 s run at batch 2)
-            runtime_dims = e.Slice(e.Shape(x), e.ints([1]), e.ints([rank]))
+            runtime_dims = e.Slice(e.Shape(x), e.ints([1]), e.ints([rank])) if static else sample_dims
             unit = portable_noise.emit(e, int(method.params.get("seed", 0)), total, runtime_dims)
         unit = e.Unsqueeze(unit, e.ints([1]))                                       # [S, 1, ...]: every sample alike
         scaled = e.Mul(unit, float(method.params.get("noise_scale", 1.0)))

@@ -18,7 +18,7 @@ import onnx
 import pytest
 
 import nnxplain
-from tests.conftest import ZOO_DIR
+from conftest import ZOO_DIR, model, tensor
 
 
 def unknown_dims(model: onnx.ModelProto) -> list[tuple[str, str, int]]:
@@ -49,11 +49,8 @@ def test_every_backward_shape_is_inferable(arch, method, selection):
 
 def test_the_yardstick_sees_a_reshape_to_a_run_time_shape():
     """The check above can fail: a Reshape to Shape(x) leaves its dims unknown to inference."""
-    from onnx import TensorProto, helper
-    graph = helper.make_graph(
-        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Relu", ["x"], ["r"]),
-         helper.make_node("Reshape", ["r", "s"], ["y"]), helper.make_node("Neg", ["y"], ["z"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    assert [u[:2] for u in unexpected(model)] == [("Reshape", "y")]
+    from onnx.helper import make_node
+    reshaped = model([make_node("Shape", ["x"], ["s"]), make_node("Relu", ["x"], ["r"]),
+                      make_node("Reshape", ["r", "s"], ["y"]), make_node("Neg", ["y"], ["z"])],
+                     [tensor("x", ("N", 8))], [tensor("z", None)])
+    assert [u[:2] for u in unexpected(reshaped)] == [("Reshape", "y")]

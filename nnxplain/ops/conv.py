@@ -25,7 +25,7 @@ def forward(e, node, x, w, b):
 
 def transpose(e, node, dy, w):
     x, y = node.inputs[0], node.outputs[0]
-    kernel = static_dims(w, "Conv's transpose", 2)
+    _, channels_per_group, *kernel = static_dims(w, "Conv's transpose")
     n = len(kernel)
     strides = node.attrs.get("strides", [1] * n)
     dilations = node.attrs.get("dilations", [1] * n)
@@ -36,7 +36,7 @@ def transpose(e, node, dy, w):
     # Few input channels (an image's first layer): the flipped Conv would have as few output channels,
     # which ONNX Runtime's blocked Conv kernels pad out; its ConvTranspose is 1.1-3.7x faster there
     # (measured: 1-8 channels; from 16 on the Conv is 1.3-2.5x faster).
-    few_channels = group == 1 and static_dims(w, "Conv's transpose")[1] <= FEW_CHANNELS
+    few_channels = group == 1 and channels_per_group <= FEW_CHANNELS
     if all(s == 1 for s in strides) and not few_channels:
         conv_pads = [(k - 1) * d - p for k, d, p in zip(kernel * 2, dilations * 2, pads)]
         if min(conv_pads) >= 0:
